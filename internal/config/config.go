@@ -1,0 +1,82 @@
+// Package config defines interlock's configuration file: its schema, a strict
+// decoder (unknown keys are errors with line numbers), ${VAR} expansion for
+// secrets, defaults, and Validate, which reports every problem at once.
+//
+// It must not read the environment anywhere but in Load's expansion step
+// (through the Getenv it is given), and must not open files other than the
+// one it is asked to load.
+package config
+
+import "time"
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the TCP address the gateway serves on. Default 127.0.0.1:8470.
+	Listen string `yaml:"listen"`
+	// PublicURL is the URL agents and browsers reach the gateway at. Default
+	// http://<listen>.
+	PublicURL string `yaml:"public_url"`
+	// AllowedHosts lists the Host header values (host or host:port) accepted on
+	// every request, and the origins' hosts accepted in the Origin header.
+	// Default: the host of PublicURL plus localhost, 127.0.0.1 and [::1] on the
+	// listen port.
+	AllowedHosts []string   `yaml:"allowed_hosts"`
+	Storage      Storage    `yaml:"storage"`
+	Upstreams    []Upstream `yaml:"upstreams"`
+	Relay        Relay      `yaml:"relay"`
+	Log          Log        `yaml:"log"`
+}
+
+// Storage selects the store backend.
+type Storage struct {
+	// Driver is "sqlite" (default). "postgres" arrives later.
+	Driver string `yaml:"driver"`
+	// DSN is the data source. For sqlite a file path (default
+	// "interlock.db" next to the config file).
+	DSN string `yaml:"dsn"`
+}
+
+// Upstream is one MCP server interlock fronts: either URL (Streamable HTTP)
+// or Command (stdio), never both.
+type Upstream struct {
+	// Name is unique, [a-zA-Z0-9_-]{1,32}; it appears in /mcp/{name}.
+	Name string `yaml:"name"`
+	// URL of a Streamable HTTP MCP endpoint.
+	URL string `yaml:"url"`
+	// Headers are added to every request to URL (secrets such as an API
+	// key); agents never see them.
+	Headers map[string]string `yaml:"headers"`
+	// Command is the argv of a stdio MCP server.
+	Command []string `yaml:"command"`
+	// Env is added to the stdio server's environment.
+	Env map[string]string `yaml:"env"`
+	// Dir is the stdio server's working directory.
+	Dir string `yaml:"dir"`
+	// Shared: one stdio process serves every downstream session (default:
+	// one process per downstream session).
+	Shared bool `yaml:"shared"`
+	// Prefix is put before this upstream's tool, prompt and resource names on
+	// the aggregated endpoint /mcp. Default "<name>_".
+	Prefix string `yaml:"prefix"`
+	// Timeout bounds one request to this upstream (default 5m; 0 keeps the
+	// default).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Relay tunes the MCP relay.
+type Relay struct {
+	// MaxMessageBytes caps one JSON-RPC message from an agent. Default 4 MiB.
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// SessionIdleTimeout ends downstream sessions that saw no request for
+	// this long. Default 30m.
+	SessionIdleTimeout Duration `yaml:"session_idle_timeout"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error (default info)
+	Format string `yaml:"format"` // text | json (default text)
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s", "5m").
+type Duration time.Duration

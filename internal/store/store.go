@@ -1,0 +1,140 @@
+// Package store defines the one storage interface interlock uses, its record
+// types and its sentinel errors. Backends live in sub-packages (sqlite, and
+// later postgres); every backend must pass the conformance suite in
+// storetest.
+//
+// The package must not leak SQL or any backend detail upward: callers see
+// records, sentinel errors and the Store interface only. Time is never read
+// here: callers put timestamps into the records they pass in.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them with %w so callers test with errors.Is.
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists: a record with the same unique key exists.
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrInvalid: the record breaks a constraint the store enforces (for
+	// example an agent whose owner does not exist).
+	ErrInvalid = errors.New("store: invalid record")
+)
+
+// User is a human: an agent owner or an approver. It comes from the identity
+// provider (SCIM) or is created locally.
+type User struct {
+	ID        string // opaque, unique
+	Email     string // unique, compared case-insensitively (stored lower-case)
+	Name      string
+	Roles     []string // sorted, unique; e.g. "finance-manager", "admin"
+	Active    bool
+	Source    string // "local" or "scim"
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// AgentState is the lifecycle state of an agent.
+type AgentState string
+
+// Agent states.
+const (
+	AgentActive         AgentState = "active"
+	AgentSuspended      AgentState = "suspended"
+	AgentOrphaned       AgentState = "orphaned"
+	AgentDecommissioned AgentState = "decommissioned"
+)
+
+// Valid reports whether s is one of the four states.
+func (s AgentState) Valid() bool {
+	switch s {
+	case AgentActive, AgentSuspended, AgentOrphaned, AgentDecommissioned:
+		return true
+	}
+	return false
+}
+
+// Agent is a registered non-human caller, always tied to a human owner.
+type Agent struct {
+	ID         string // chosen by the operator, unique: [a-zA-Z0-9._-]{1,64}
+	Name       string
+	OwnerID    string // User.ID; must exist
+	Department string
+	Purpose    string
+	State      AgentState
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// AgentToken is one bearer credential of an agent. Only the SHA-256 hash of
+// the token is stored; the token itself is shown once at creation.
+type AgentToken struct {
+	ID         string // opaque, unique
+	AgentID    string // Agent.ID; must exist
+	Hash       []byte // sha256(token), 32 bytes, unique
+	CreatedAt  time.Time
+	ExpiresAt  time.Time // zero: never expires
+	RevokedAt  time.Time // zero: not revoked
+	LastUsedAt time.Time // zero: never used
+}
+
+// Principal is what one authenticated agent token resolves to: the token, its
+// agent and the agent's owner, read together in one round trip.
+type Principal struct {
+	Token AgentToken
+	Agent Agent
+	Owner User
+}
+
+// Store is the one storage interface. Implementations are safe for concurrent
+// use. Update methods take an updater function that runs inside a
+// transaction on the current record; the updater changes fields on the value
+// it receives and returns it (or an error, which aborts the update and is
+// returned unchanged). Identity fields (ID, CreatedAt) cannot be changed by
+// an updater.
+type Store interface {
+	// Users.
+	CreateUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, id string) (User, error)
+	GetUserByEmail(ctx context.Context, email string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error) // ordered by email
+	UpdateUser(ctx context.Context, id string, update func(User) (User, error)) (User, error)
+
+	// Agents.
+	CreateAgent(ctx context.Context, a Agent) error
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error) // ordered by id
+	UpdateAgent(ctx context.Context, id string, update func(Agent) (Agent, error)) (Agent, error)
+
+	// Agent tokens.
+	CreateAgentToken(ctx context.Context, t AgentToken) error
+	ListAgentTokens(ctx context.Context, agentID string) ([]AgentToken, error) // ordered by creation
+	// RevokeAgentToken sets RevokedAt (once; revoking twice keeps the first time).
+	RevokeAgentToken(ctx context.Context, id string, at time.Time) error
+	// TouchAgentToken records a use; it never moves LastUsedAt backwards.
+	TouchAgentToken(ctx context.Context, id string, at time.Time) error
+	// LookupPrincipal resolves a token hash to its token, agent and owner in
+	// one round trip. ErrNotFound when no token has that hash. Revoked or
+	// expired tokens are returned as they are: the caller judges them.
+	LookupPrincipal(ctx context.Context, tokenHash []byte) (Principal, error)
+
+	// Generation is a counter that grows whenever a user, agent or agent
+	// token changes (in the same transaction as the change). Caches of
+	// principals compare it to know when they are stale.
+	Generation(ctx context.Context) (int64, error)
+
+	// Meta is a small key-value area for installation-wide values such as the
+	// relay's session key. PutMetaIfAbsent stores value under key unless the
+	// key exists, and returns the value that is stored afterwards, so that
+	// concurrent callers (and replicas) agree on one value.
+	GetMeta(ctx context.Context, key string) ([]byte, error)
+	PutMetaIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
+
+	// Ping checks that the store answers (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
