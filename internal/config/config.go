@@ -7,7 +7,12 @@
 // one it is asked to load.
 package config
 
-import "time"
+import (
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
 
 // Config is the whole configuration file.
 type Config struct {
@@ -25,6 +30,12 @@ type Config struct {
 	Upstreams    []Upstream `yaml:"upstreams"`
 	Relay        Relay      `yaml:"relay"`
 	Log          Log        `yaml:"log"`
+
+	// src remembers where the values came from (file name, line of every
+	// key, raw text of values that used ${VAR}) so that Validate can point
+	// at lines without printing expanded secrets. Nil for a Config built in
+	// code.
+	src *source
 }
 
 // Storage selects the store backend.
@@ -80,3 +91,25 @@ type Log struct {
 
 // Duration is a time.Duration written as a Go duration string ("30s", "5m").
 type Duration time.Duration
+
+// String formats the duration the way time.Duration does ("5m0s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes the duration as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a Go duration string such as "30s" or "5m". A bare
+// number without a unit (other than 0) is an error. It serves callers that
+// decode a Duration with yaml.Unmarshal directly; Load and Parse use their
+// own decoder, which also expands ${VAR}.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("config: line %d: a duration must be a string such as \"30s\" or \"5m\", not %s", n.Line, kindName(n))
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("config: line %d: want a Go duration such as \"30s\" or \"5m\": %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}

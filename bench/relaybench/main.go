@@ -1,0 +1,375 @@
+// Command relaybench measures what interlock adds to an MCP tool call: the
+// acme demo server's echo tool over Streamable HTTP on loopback, called
+// directly and through interlock's /mcp/acme, side by side in one run.
+//
+// It builds interlock and acme, starts each as its own process (so the
+// gateway's CPU and garbage collection are its own, as in production),
+// registers an agent, and alternates rounds of direct and relayed calls:
+//
+//   - latency: one client, sequential calls; p50/p90/p99 per target;
+//   - throughput: N concurrent clients (default 32) for a fixed time;
+//   - allocation: bytes allocated by the interlock process per relayed
+//     call, from its own /metrics (go_memstats_alloc_bytes_total).
+//
+// Usage (from the repository root):
+//
+//	go run ./bench/relaybench [-calls 5000] [-clients 32] [-duration 10s] [-rounds 3]
+//
+// Every server binds 127.0.0.1 and is stopped when the run ends.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	calls := flag.Int("calls", 5000, "sequential calls per latency round")
+	clients := flag.Int("clients", 32, "concurrent clients in the throughput rounds")
+	duration := flag.Duration("duration", 10*time.Second, "length of each throughput round")
+	rounds := flag.Int("rounds", 3, "rounds per target (alternating direct and interlock)")
+	flag.Parse()
+	if err := run(*calls, *clients, *duration, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "relaybench:", err)
+		os.Exit(1)
+	}
+}
+
+type proc struct{ cmd *exec.Cmd }
+
+func (p *proc) stop() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func waitHTTP(url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not come up", url)
+}
+
+func run(calls, clients int, duration time.Duration, rounds int) error {
+	dir, err := os.MkdirTemp("", "relaybench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := func(pkg, name string) (string, error) {
+		out := filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Stderr = os.Stderr
+		return out, cmd.Run()
+	}
+	interlock, err := bin("./cmd/interlock", "interlock")
+	if err != nil {
+		return fmt.Errorf("building interlock (run from the repository root): %w", err)
+	}
+	acmeBin, err := bin("./examples/acme/cmd/acme", "acme")
+	if err != nil {
+		return err
+	}
+
+	acmeAddr, _ := freePort()
+	acme := &proc{exec.Command(acmeBin, "-http", acmeAddr, "-log-level", "error")}
+	acme.cmd.Stderr = os.Stderr
+	if err := acme.cmd.Start(); err != nil {
+		return err
+	}
+	defer acme.stop()
+	if err := waitHTTP("http://" + acmeAddr + "/mcp"); err != nil {
+		return err
+	}
+
+	ilAddr, _ := freePort()
+	cfg := filepath.Join(dir, "interlock.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nstorage: {driver: sqlite, dsn: %s}\nlog: {level: warn}\nupstreams:\n  - name: acme\n    url: http://%s/mcp\n",
+		ilAddr, filepath.Join(dir, "interlock.db"), acmeAddr)), 0o600)
+	cli := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(interlock, args...)
+		cmd.Stderr = os.Stderr
+		return cmd.Output()
+	}
+	if _, err := cli("users", "create", "--config", cfg, "--email", "bench@example.com"); err != nil {
+		return err
+	}
+	out, err := cli("agents", "create", "--config", cfg, "--id", "bench", "--owner", "bench@example.com", "--json")
+	if err != nil {
+		return err
+	}
+	var created struct{ Token string }
+	if err := json.Unmarshal(out, &created); err != nil {
+		return err
+	}
+	gw := &proc{exec.Command(interlock, "serve", "--config", cfg)}
+	gw.cmd.Stderr = os.Stderr
+	if err := gw.cmd.Start(); err != nil {
+		return err
+	}
+	defer gw.stop()
+	if err := waitHTTP("http://" + ilAddr + "/readyz"); err != nil {
+		return err
+	}
+
+	targets := []target{
+		{name: "direct", url: "http://" + acmeAddr + "/mcp"},
+		{name: "interlock", url: "http://" + ilAddr + "/mcp/acme", token: created.Token},
+	}
+	transport := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
+	client := &http.Client{Transport: transport}
+
+	lat := map[string][]time.Duration{}
+	thr := map[string][]float64{}
+	var relayed int64
+	allocBefore, err := scrape("http://"+ilAddr+"/metrics", "go_memstats_alloc_bytes_total")
+	if err != nil {
+		return err
+	}
+	// Warm up both paths.
+	for _, t := range targets {
+		s, err := newSession(client, t)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		for i := 0; i < 500; i++ {
+			if err := s.echo(); err != nil {
+				return fmt.Errorf("%s warm-up: %w", t.name, err)
+			}
+		}
+		if t.name == "interlock" {
+			relayed += 500
+		}
+	}
+	for r := 0; r < rounds; r++ {
+		for _, t := range targets {
+			s, err := newSession(client, t)
+			if err != nil {
+				return err
+			}
+			for i := 0; i < calls; i++ {
+				start := time.Now()
+				if err := s.echo(); err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				lat[t.name] = append(lat[t.name], time.Since(start))
+			}
+			n, err := throughput(client, t, clients, duration)
+			if err != nil {
+				return fmt.Errorf("%s throughput: %w", t.name, err)
+			}
+			thr[t.name] = append(thr[t.name], float64(n)/duration.Seconds())
+			if t.name == "interlock" {
+				relayed += int64(calls) + n
+			}
+		}
+	}
+	allocAfter, err := scrape("http://"+ilAddr+"/metrics", "go_memstats_alloc_bytes_total")
+	if err != nil {
+		return err
+	}
+
+	p := func(name string, q float64) time.Duration {
+		d := lat[name]
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[int(q*float64(len(d)-1))]
+	}
+	med := func(xs []float64) float64 {
+		s := append([]float64(nil), xs...)
+		sort.Float64s(s)
+		return s[len(s)/2]
+	}
+	us := func(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1000) }
+	fmt.Printf("relaybench: echo over Streamable HTTP on loopback; %d rounds x %d sequential calls and %d clients x %s per target\n\n",
+		rounds, calls, clients, duration)
+	fmt.Println("| target | p50 | p90 | p99 | throughput, " + strconv.Itoa(clients) + " clients (median round) |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, t := range targets {
+		fmt.Printf("| %s | %s | %s | %s | %.0f calls/s |\n", t.name, us(p(t.name, .5)), us(p(t.name, .9)), us(p(t.name, .99)), med(thr[t.name]))
+	}
+	added := p("interlock", .5) - p("direct", .5)
+	ratio := med(thr["interlock"]) / med(thr["direct"])
+	perCall := (allocAfter - allocBefore) / float64(relayed)
+	fmt.Printf("\nadded at p50: %s (target ≤ 100 µs)\n", us(added))
+	fmt.Printf("throughput kept with %d clients: %.0f%% (target ≥ 60%%)\n", clients, ratio*100)
+	fmt.Printf("allocated by interlock per relayed call: %.1f KiB (target ≤ 64 KiB; %d calls, includes idle background work)\n", perCall/1024, relayed)
+	return nil
+}
+
+type target struct{ name, url, token string }
+
+type session struct {
+	c   *http.Client
+	t   target
+	sid string
+	ver string
+	id  int
+}
+
+func (s *session) post(body string) (*http.Response, error) {
+	req, _ := http.NewRequest("POST", s.t.url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if s.t.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.t.token)
+	}
+	if s.sid != "" {
+		req.Header.Set("Mcp-Session-Id", s.sid)
+		req.Header.Set("Mcp-Protocol-Version", s.ver)
+	}
+	return s.c.Do(req)
+}
+
+func newSession(c *http.Client, t target) (*session, error) {
+	s := &session{c: c, t: t}
+	resp, err := s.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"relaybench","version":"1"}}}`)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := readAnswer(resp)
+	if err != nil {
+		return nil, err
+	}
+	s.sid = resp.Header.Get("Mcp-Session-Id")
+	var r struct {
+		Result struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		} `json:"result"`
+	}
+	json.Unmarshal(msg, &r)
+	s.ver = r.Result.ProtocolVersion
+	resp, err = s.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return s, nil
+}
+
+func (s *session) echo() error {
+	s.id++
+	resp, err := s.post(`{"jsonrpc":"2.0","id":` + strconv.Itoa(s.id) + `,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ping"}}}`)
+	if err != nil {
+		return err
+	}
+	msg, err := readAnswer(resp)
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(msg, []byte(`"ping"`)) || bytes.Contains(msg, []byte(`"isError":true`)) {
+		return fmt.Errorf("unexpected answer %s", msg)
+	}
+	return nil
+}
+
+// readAnswer returns the first JSON-RPC response in a JSON or SSE body.
+func readAnswer(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return io.ReadAll(resp.Body)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if d, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: ")); ok && bytes.Contains(d, []byte(`"id"`)) {
+			out := append([]byte(nil), d...)
+			io.Copy(io.Discard, resp.Body)
+			return out, nil
+		}
+	}
+	return nil, errors.New("stream ended without a response")
+}
+
+func throughput(c *http.Client, t target, clients int, d time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := newSession(c, t)
+			if err != nil {
+				errc <- err
+				return
+			}
+			for ctx.Err() == nil {
+				if err := s.echo(); err != nil {
+					if ctx.Err() == nil {
+						errc <- err
+					}
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return 0, err
+	}
+	return n.Load(), nil
+}
+
+func scrape(url, metric string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), metric+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found", metric)
+}

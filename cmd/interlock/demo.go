@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+
+	"github.com/interlock-dev/interlock/examples/acme"
+	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/registry"
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+const (
+	demoOwner = "owner@demo.example"
+	demoAgent = "procurement-bot"
+)
+
+func (c *cli) demoCmd() *cobra.Command {
+	var dataDir, listen string
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run interlock with a built-in demo MCP server, owner and agent (no setup needed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.demo(cmd.Context(), dataDir, listen, nil)
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "", "keep the demo's store and config in this directory (default: a temporary one, removed on exit)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8470", "address to serve on")
+	return cmd
+}
+
+// demo runs the demo until ctx ends. ready, if set, gets the agent token and
+// the address once everything is up (for tests).
+func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr, token string)) error {
+	if dataDir == "" {
+		tmp, err := os.MkdirTemp("", "interlock-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dataDir = tmp
+	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+
+	// The demo upstream, in process, on a loopback port of its own.
+	acmeLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	acmeSrv := acme.NewServer(acme.Options{})
+	acmeHTTP := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return acmeSrv }, nil),
+		ReadHeaderTimeout: 10 * time.Second}
+	go acmeHTTP.Serve(acmeLn)
+	defer acmeHTTP.Close()
+
+	cfgPath := filepath.Join(dataDir, "interlock.yaml")
+	cfgText := fmt.Sprintf(`# Written by "interlock demo"; rewritten at every demo start.
+listen: %s
+storage:
+  driver: sqlite
+  dsn: interlock.db
+upstreams:
+  - name: acme
+    url: http://%s/mcp
+`, listen, acmeLn.Addr())
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		return err
+	}
+	cfg, err := config.Load(cfgPath, config.LoadOptions{})
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	log := c.logger(cfg)
+	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	token, err := seedDemo(ctx, a.Registry)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s (is another interlock running? try --listen 127.0.0.1:0): %w", cfg.Listen, err)
+	}
+	addr := ln.Addr().String()
+	c.printDemo(addr, token, cfgPath)
+	if ready != nil {
+		ready(addr, token)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// seedDemo creates the demo owner and agent if missing, and returns a fresh
+// token for the agent.
+func seedDemo(ctx context.Context, reg *registry.Registry) (string, error) {
+	if _, err := reg.GetUserByEmail(ctx, demoOwner); errors.Is(err, store.ErrNotFound) {
+		if _, err := reg.CreateUser(ctx, registry.UserSpec{Email: demoOwner, Name: "Dana Owner"}); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", err
+	}
+	if _, err := reg.GetAgent(ctx, demoAgent); errors.Is(err, store.ErrNotFound) {
+		_, token, err := reg.CreateAgent(ctx, registry.AgentSpec{ID: demoAgent, OwnerEmail: demoOwner,
+			Name: "Procurement agent", Department: "operations", Purpose: "buys supplies and handles refunds"})
+		return token, err
+	} else if err != nil {
+		return "", err
+	}
+	_, token, err := reg.CreateToken(ctx, demoAgent, 0)
+	return token, err
+}
+
+// selfCommand is how the user runs this binary again: "go run ./cmd/interlock"
+// when started with go run, else the executable's path.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil || strings.Contains(exe, "go-build") {
+		return "go run ./cmd/interlock"
+	}
+	return exe
+}
+
+func (c *cli) printDemo(addr, token, cfgPath string) {
+	self := selfCommand()
+	base := "http://" + addr
+	fmt.Fprintf(c.stdout, `
+interlock demo is running (Ctrl-C stops it).
+
+  MCP endpoint, acme only:     %[1]s/mcp/acme
+  MCP endpoint, aggregated:    %[1]s/mcp   (tools named acme_<tool>)
+  agent:                       %[2]s (owner %[3]s)
+  agent token (shown once):    %[4]s
+
+Paste into an MCP client (Streamable HTTP):
+  {"mcpServers":{"acme-via-interlock":{"type":"http","url":"%[1]s/mcp/acme","headers":{"Authorization":"Bearer %[4]s"}}}}
+
+Make a sample call through interlock:
+  %[5]s call --url %[1]s/mcp/acme --token %[4]s search_docs '{"query":"refund"}'
+
+List the tools:
+  %[5]s call --url %[1]s/mcp/acme --token %[4]s --list
+
+Other commands against this demo's store: add --config %[6]s
+  (for example: %[5]s agents list --config %[6]s)
+
+`, base, demoAgent, demoOwner, token, self, cfgPath)
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/registry"
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// withRegistry opens the configured store and a registry over it.
+func (c *cli) withRegistry(ctx context.Context, fn func(*registry.Registry, store.Store) error) error {
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return err
+	}
+	log := c.logger(cfg)
+	st, err := app.OpenStore(ctx, cfg.Storage, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	reg := registry.New(registry.Options{Store: st, Logger: log})
+	defer reg.Close()
+	return fn(reg, st)
+}
+
+func (c *cli) usersCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "users", Short: "Manage humans: agent owners and approvers"}
+	var email, name string
+	var roles []string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a local user",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+				u, err := reg.CreateUser(cmd.Context(), registry.UserSpec{Email: email, Name: name, Roles: roles})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "created user %s (%s)\n", u.Email, u.ID)
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&email, "email", "", "email address (required)")
+	create.Flags().StringVar(&name, "name", "", "display name")
+	create.Flags().StringArrayVar(&roles, "role", nil, "role, e.g. finance-manager (repeatable)")
+	create.MarkFlagRequired("email")
+	c.addConfigFlag(create)
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List users",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+				users, err := reg.ListUsers(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					out := make([]map[string]any, 0, len(users))
+					for _, u := range users {
+						out = append(out, map[string]any{"id": u.ID, "email": u.Email, "name": u.Name,
+							"roles": u.Roles, "active": u.Active, "source": u.Source, "created_at": u.CreatedAt.UTC().Format(time.RFC3339)})
+					}
+					return json.NewEncoder(c.stdout).Encode(out)
+				}
+				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "EMAIL\tNAME\tROLES\tACTIVE\tSOURCE")
+				for _, u := range users {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", u.Email, u.Name, strings.Join(u.Roles, ","), u.Active, u.Source)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.addConfigFlag(list)
+	cmd.AddCommand(create, list)
+	return cmd
+}
+
+func (c *cli) agentsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "Manage agents and their tokens"}
+	var spec registry.AgentSpec
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Register an agent and print its token (shown once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+				a, token, err := reg.CreateAgent(cmd.Context(), spec)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(c.stdout).Encode(map[string]string{"id": a.ID, "owner": spec.OwnerEmail, "token": token})
+				}
+				fmt.Fprintf(c.stdout, "created agent %s (owner %s)\ntoken (shown once, store it now): %s\n", a.ID, spec.OwnerEmail, token)
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&spec.ID, "id", "", "agent id (required)")
+	create.Flags().StringVar(&spec.OwnerEmail, "owner", "", "owner's email; the owner must exist and be active (required)")
+	create.Flags().StringVar(&spec.Name, "name", "", "display name")
+	create.Flags().StringVar(&spec.Department, "department", "", "department")
+	create.Flags().StringVar(&spec.Purpose, "purpose", "", "what the agent is for")
+	create.Flags().BoolVar(&asJSON, "json", false, "print a JSON object with id and token")
+	create.MarkFlagRequired("id")
+	create.MarkFlagRequired("owner")
+	c.addConfigFlag(create)
+
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, st store.Store) error {
+				agents, err := reg.ListAgents(cmd.Context())
+				if err != nil {
+					return err
+				}
+				owners := map[string]string{}
+				for _, a := range agents {
+					if _, ok := owners[a.OwnerID]; !ok {
+						if u, err := st.GetUser(cmd.Context(), a.OwnerID); err == nil {
+							owners[a.OwnerID] = u.Email
+						}
+					}
+				}
+				if listJSON {
+					out := make([]map[string]any, 0, len(agents))
+					for _, a := range agents {
+						out = append(out, map[string]any{"id": a.ID, "name": a.Name, "owner": owners[a.OwnerID],
+							"department": a.Department, "purpose": a.Purpose, "state": a.State,
+							"created_at": a.CreatedAt.UTC().Format(time.RFC3339)})
+					}
+					return json.NewEncoder(c.stdout).Encode(out)
+				}
+				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tOWNER\tSTATE\tDEPARTMENT\tNAME")
+				for _, a := range agents {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, owners[a.OwnerID], a.State, a.Department, a.Name)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	c.addConfigFlag(list)
+	cmd.AddCommand(create, list)
+	return cmd
+}

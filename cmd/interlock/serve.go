@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/config"
+)
+
+func (c *cli) serveCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := c.loadConfig()
+			if err != nil {
+				return err
+			}
+			return c.serve(cmd.Context(), cfg, nil)
+		},
+	}
+	c.addConfigFlag(cmd)
+	return cmd
+}
+
+// serve runs the gateway until ctx ends. ready, if set, is called once the
+// listener is open.
+func (c *cli) serve(ctx context.Context, cfg *config.Config, ready func(addr string)) error {
+	log := c.logger(cfg)
+	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	log.Info("interlock serving", "version", version, "listen", ln.Addr().String(), "public_url", cfg.PublicURL,
+		"upstreams", len(cfg.Upstreams), "storage", cfg.Storage.Driver)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	// SIGHUP is reserved for reloading policy; ignore it rather than die.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return a.Serve(ctx, ln)
+}

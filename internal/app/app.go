@@ -1,0 +1,196 @@
+// Package app assembles a running gateway from a Config: it opens the store
+// (from a closed map of drivers), builds the registry, gate, relay and HTTP
+// server, and runs them until told to stop.
+//
+// It must not contain business rules: it wires parts together.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/gate"
+	"github.com/interlock-dev/interlock/internal/registry"
+	"github.com/interlock-dev/interlock/internal/relay"
+	"github.com/interlock-dev/interlock/internal/server"
+	"github.com/interlock-dev/interlock/internal/store"
+	"github.com/interlock-dev/interlock/internal/store/sqlite"
+	"github.com/interlock-dev/interlock/internal/telemetry"
+)
+
+// drivers is the closed set of storage backends.
+var drivers = map[string]func(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error){
+	"sqlite": func(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error) {
+		return sqlite.Open(ctx, sqlite.Options{Path: cfg.DSN, Logger: log})
+	},
+}
+
+// OpenStore opens the configured store.
+func OpenStore(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error) {
+	open, ok := drivers[cfg.Driver]
+	if !ok {
+		return nil, fmt.Errorf("unknown storage driver %q", cfg.Driver)
+	}
+	st, err := open(ctx, cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s store: %w", cfg.Driver, err)
+	}
+	return st, nil
+}
+
+// Options configure an App.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Store, if set, is used instead of opening cfg.Storage (the App then
+	// does not close it).
+	Store store.Store
+}
+
+// App is one gateway process.
+type App struct {
+	Config   *config.Config
+	Store    store.Store
+	Registry *registry.Registry
+	Relay    *relay.Relay
+	Metrics  *telemetry.Metrics
+	Handler  http.Handler
+	log      *slog.Logger
+	ownStore bool
+}
+
+const sessionKeyName = "relay.session_key"
+
+// New builds the gateway. Close it when done.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &App{Config: cfg, log: opts.Logger, Store: opts.Store}
+	if a.Store == nil {
+		st, err := OpenStore(ctx, cfg.Storage, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		a.Store, a.ownStore = st, true
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	key, err := a.Store.PutMetaIfAbsent(ctx, sessionKeyName, key)
+	if err != nil {
+		return nil, fmt.Errorf("loading the relay session key: %w", err)
+	}
+	a.Registry = registry.New(registry.Options{Store: a.Store, Now: opts.Now, Logger: opts.Logger})
+	a.Metrics = telemetry.New()
+	ups := make([]relay.Upstream, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		ups = append(ups, RelayUpstream(u))
+	}
+	a.Relay, err = relay.New(relay.Options{
+		Upstreams:           ups,
+		Auth:                a.Registry,
+		Gate:                gate.New(gate.Options{Logger: opts.Logger}),
+		SessionKey:          key,
+		ResourceMetadataURL: resourceMetadataURL(cfg.PublicURL),
+		MaxMessageBytes:     cfg.Relay.MaxMessageBytes,
+		SessionIdleTimeout:  time.Duration(cfg.Relay.SessionIdleTimeout),
+		Observer:            a.Metrics,
+		Logger:              opts.Logger,
+		Now:                 opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.Handler = server.New(server.Options{
+		AllowedHosts: cfg.AllowedHosts,
+		MCP:          a.Relay.Handler(),
+		Metrics:      a.Metrics.Handler(),
+		Ready:        a.Store.Ping,
+		Logger:       opts.Logger,
+	})
+	ok = true
+	return a, nil
+}
+
+// RelayUpstream converts a configured upstream for the relay.
+func RelayUpstream(u config.Upstream) relay.Upstream {
+	h := http.Header{}
+	for k, v := range u.Headers {
+		h.Set(k, v)
+	}
+	var env []string
+	for k, v := range u.Env {
+		env = append(env, k+"="+v)
+	}
+	return relay.Upstream{Name: u.Name, URL: u.URL, Headers: h, Command: u.Command, Env: env,
+		Dir: u.Dir, Shared: u.Shared, Prefix: u.Prefix, Timeout: time.Duration(u.Timeout)}
+}
+
+func resourceMetadataURL(public string) string {
+	u, err := url.Parse(public)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	u.Path = path.Join(u.Path, "/.well-known/oauth-protected-resource")
+	return u.String()
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.Relay.Close() // ends held streams so Shutdown does not wait on them
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		srv.Close()
+	}
+	return nil
+}
+
+// Close releases everything the App opened.
+func (a *App) Close() error {
+	if a.Relay != nil {
+		a.Relay.Close()
+	}
+	if a.Registry != nil {
+		a.Registry.Close()
+	}
+	if a.ownStore && a.Store != nil {
+		return a.Store.Close()
+	}
+	return nil
+}

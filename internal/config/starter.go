@@ -1,0 +1,88 @@
+package config
+
+// starter is the file `interlock init` writes. TestStarter keeps it honest:
+// it must parse and validate as is, every key of the schema must appear in
+// it, and the commented-out upstream examples must parse and validate once
+// uncommented.
+const starter = `# interlock configuration.
+#
+# Every key is shown with its default. Reference: docs/configuration.md.
+#
+# Any value may read the environment when the file is loaded:
+#   ${VAR}            the value of VAR (an error if VAR is not set)
+#   ${VAR:-fallback}  the value of VAR, or "fallback" if VAR is unset or empty
+#   $$                a literal "$"
+# Keep secrets (API keys, tokens) in the environment, not in this file.
+
+# Address (host:port) the gateway listens on. Default: 127.0.0.1:8470.
+listen: 127.0.0.1:8470
+
+# URL agents and browsers use to reach the gateway; set it when interlock is
+# behind a proxy or TLS terminator. Default: http://<listen>.
+# public_url: https://interlock.example.com
+
+# Host header values accepted on every request, and hosts accepted in the
+# Origin header (DNS-rebinding protection). An entry without a port matches
+# any port. The host of public_url is always accepted.
+# Default: localhost, 127.0.0.1, [::1] (plus the host of public_url).
+# allowed_hosts:
+#   - localhost
+#   - 127.0.0.1
+#   - "[::1]"
+#   - interlock.example.com
+
+storage:
+  # Store backend. Only "sqlite" is available in this build. Default: sqlite.
+  driver: sqlite
+  # Data source: for sqlite a file path, relative to this file's directory.
+  # Default: interlock.db
+  dsn: interlock.db
+
+# MCP servers interlock fronts. Each has a name (1-32 of a-z A-Z 0-9 _ -),
+# served at /mcp/<name>, and either a url (Streamable HTTP) or a command
+# (stdio). Agents never see the headers or env given here. Default: none.
+upstreams: []
+#  # An HTTP upstream. Interlock adds the headers to every request it makes
+#  # upstream; the key comes from the environment variable ACME_API_KEY.
+#  - name: acme
+#    url: https://mcp.acme.example/mcp
+#    headers:
+#      Authorization: Bearer ${ACME_API_KEY}
+#    # Put before this upstream's tool, prompt and resource names on the
+#    # aggregated endpoint /mcp. Default: "<name>_".
+#    prefix: acme_
+#    # Bound on one request to this upstream. Default: 5m.
+#    timeout: 5m
+#
+#  # A stdio upstream: interlock starts the command and speaks MCP over its
+#  # stdin and stdout.
+#  - name: files
+#    command: [npx, -y, "@modelcontextprotocol/server-filesystem", /tmp]
+#    # Added to the server's environment (e.g. TOKEN: ${FILES_TOKEN}).
+#    env: {}
+#    # Working directory, relative to this file's directory. Default: the
+#    # directory interlock runs in.
+#    # dir: .
+#    # true: one process serves every agent session; false: one process per
+#    # session. Default: false.
+#    shared: false
+
+relay:
+  # Largest JSON-RPC message accepted from an agent, in bytes. Default: 4194304 (4 MiB).
+  max_message_bytes: 4194304
+  # Agent sessions with no request for this long are ended. Default: 30m.
+  session_idle_timeout: 30m
+
+log:
+  # debug, info, warn or error. Default: info.
+  level: info
+  # text or json. Default: text.
+  format: text
+`
+
+// Starter returns the commented starter configuration written by
+// `interlock init`. It parses and validates as is (no upstreams), and shows
+// every key with its default.
+func Starter() []byte {
+	return []byte(starter)
+}

@@ -1,0 +1,266 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// JSON-RPC error codes used by the relay.
+const (
+	codeParseError     = -32700
+	codeInvalidRequest = -32600
+	codeMethodNotFound = -32601
+	codeInvalidParams  = -32602
+	codeInternalError  = -32603
+	// codeUpstreamError is implementation-defined (-32000..-32019 are free for
+	// servers): the upstream failed or went away while the call was in flight.
+	codeUpstreamError = -32001
+)
+
+// message is one JSON-RPC message as the relay sees it. Raw holds the exact
+// bytes received; the decoded fields are only what routing needs, so nothing
+// the relay does not model is lost when the message is forwarded as Raw.
+type message struct {
+	Raw    json.RawMessage
+	ID     json.RawMessage // nil for notifications
+	Method string          // "" for responses
+	Params json.RawMessage
+	// HasResult/HasError mark a response.
+	HasResult bool
+	HasError  bool
+}
+
+func (m *message) isRequest() bool      { return m.Method != "" && m.ID != nil }
+func (m *message) isNotification() bool { return m.Method != "" && m.ID == nil }
+func (m *message) isResponse() bool     { return m.Method == "" && m.ID != nil }
+
+// envelope is the decoding target for one message. Result and Error are
+// decoded as raw values only to learn whether they are present.
+type envelope struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   json.RawMessage `json:"error"`
+}
+
+var errNotJSONRPC = errors.New("not a JSON-RPC 2.0 message")
+
+// parseMessage decodes one JSON-RPC message. It keeps raw (not a copy).
+func parseMessage(raw []byte) (message, error) {
+	var e envelope
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return message{}, fmt.Errorf("%w: %v", errNotJSONRPC, err)
+	}
+	if e.JSONRPC != "2.0" {
+		return message{}, fmt.Errorf("%w: jsonrpc must be \"2.0\"", errNotJSONRPC)
+	}
+	if isJSONNull(e.ID) {
+		// MCP forbids null ids; a null id is only legal on an error response
+		// to an unreadable request.
+		if e.Error == nil {
+			return message{}, fmt.Errorf("%w: id must not be null", errNotJSONRPC)
+		}
+	}
+	m := message{Raw: raw, ID: e.ID, Method: e.Method, Params: e.Params,
+		HasResult: e.Result != nil, HasError: e.Error != nil}
+	switch {
+	case m.Method != "" && (m.HasResult || m.HasError):
+		return message{}, fmt.Errorf("%w: a message cannot have both method and result/error", errNotJSONRPC)
+	case m.Method == "" && m.ID == nil:
+		return message{}, fmt.Errorf("%w: neither method nor id", errNotJSONRPC)
+	case m.Method == "" && !m.HasResult && !m.HasError:
+		return message{}, fmt.Errorf("%w: a response needs result or error", errNotJSONRPC)
+	}
+	if m.ID != nil && !isJSONNull(m.ID) {
+		switch m.ID[0] {
+		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		default:
+			return message{}, fmt.Errorf("%w: id must be a string or a number", errNotJSONRPC)
+		}
+	}
+	return m, nil
+}
+
+// parseBody decodes an HTTP body holding one message or a batch (2025-03-26).
+func parseBody(body []byte) (msgs []message, batch bool, err error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, false, fmt.Errorf("%w: empty body", errNotJSONRPC)
+	}
+	if trimmed[0] != '[' {
+		m, err := parseMessage(body)
+		if err != nil {
+			return nil, false, err
+		}
+		return []message{m}, false, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(trimmed, &raws); err != nil {
+		return nil, true, fmt.Errorf("%w: %v", errNotJSONRPC, err)
+	}
+	if len(raws) == 0 {
+		return nil, true, fmt.Errorf("%w: empty batch", errNotJSONRPC)
+	}
+	msgs = make([]message, 0, len(raws))
+	for i, raw := range raws {
+		m, err := parseMessage(raw)
+		if err != nil {
+			return nil, true, fmt.Errorf("batch element %d: %w", i, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, true, nil
+}
+
+func isJSONNull(b json.RawMessage) bool {
+	return len(b) == 4 && string(b) == "null"
+}
+
+// idKey turns an id into a map key that keeps 1 and "1" apart.
+func idKey(id json.RawMessage) string { return string(id) }
+
+// errorResponse encodes a JSON-RPC error response.
+func errorResponse(id json.RawMessage, code int, msg string) []byte {
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	b, _ := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   rpcError        `json:"error"`
+	}{"2.0", id, rpcError{Code: code, Message: msg}})
+	return b
+}
+
+type rpcError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// resultResponse encodes a JSON-RPC result response around an encoded result.
+func resultResponse(id json.RawMessage, result []byte) []byte {
+	var b bytes.Buffer
+	b.Grow(len(id) + len(result) + 40)
+	b.WriteString(`{"jsonrpc":"2.0","id":`)
+	b.Write(id)
+	b.WriteString(`,"result":`)
+	b.Write(result)
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// toolErrorResult encodes a CallToolResult with isError set: the way a
+// refused tool call is reported, so the model can read why.
+func toolErrorResult(text string, meta map[string]any) []byte {
+	type content struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	r := struct {
+		Content []content      `json:"content"`
+		IsError bool           `json:"isError"`
+		Meta    map[string]any `json:"_meta,omitempty"`
+	}{[]content{{"text", text}}, true, meta}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+// callParams is the part of tools/call, prompts/get and resources/read params
+// the gate needs.
+type callParams struct {
+	Name string `json:"name"`
+	URI  string `json:"uri"`
+}
+
+// gatedName returns the name a gated request acts on (tool or prompt name,
+// resource URI).
+func gatedName(m *message) (string, error) {
+	var p callParams
+	if len(m.Params) == 0 {
+		return "", errors.New("params missing")
+	}
+	if err := json.Unmarshal(m.Params, &p); err != nil {
+		return "", fmt.Errorf("params: %w", err)
+	}
+	if m.Method == "resources/read" {
+		if p.URI == "" {
+			return "", errors.New("params.uri missing")
+		}
+		return p.URI, nil
+	}
+	if p.Name == "" {
+		return "", errors.New("params.name missing")
+	}
+	return p.Name, nil
+}
+
+// setParam returns params with key set to value, keeping every other field.
+func setParam(params json.RawMessage, key string, value any) (json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	if len(params) > 0 && !isJSONNull(params) {
+		if err := json.Unmarshal(params, &fields); err != nil {
+			return nil, err
+		}
+	}
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	v, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	fields[key] = v
+	return json.Marshal(fields)
+}
+
+// withParams re-encodes a request or notification with new params.
+func withParams(m message, params json.RawMessage) (message, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(m.Raw, &fields); err != nil {
+		return m, err
+	}
+	fields["params"] = params
+	raw, err := json.Marshal(fields)
+	if err != nil {
+		return m, err
+	}
+	m.Raw, m.Params = raw, params
+	return m, nil
+}
+
+// withID re-encodes a message with another id.
+func withID(m message, id json.RawMessage) (message, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(m.Raw, &fields); err != nil {
+		return m, err
+	}
+	fields["id"] = id
+	raw, err := json.Marshal(fields)
+	if err != nil {
+		return m, err
+	}
+	m.Raw, m.ID = raw, id
+	return m, nil
+}
+
+// withResult re-encodes a response with another result.
+func withResult(m message, result json.RawMessage) (message, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(m.Raw, &fields); err != nil {
+		return m, err
+	}
+	fields["result"] = result
+	raw, err := json.Marshal(fields)
+	if err != nil {
+		return m, err
+	}
+	m.Raw = raw
+	return m, nil
+}
+
+func quoteID(s string) json.RawMessage { return json.RawMessage(strconv.Quote(s)) }

@@ -1,0 +1,347 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// The pass-through path: one agent HTTP request becomes one upstream HTTP
+// request to a Streamable HTTP upstream, and the upstream's answer (JSON or
+// an SSE stream, with its event ids, retry fields and session id) comes back
+// unchanged. Only gated requests are inspected, and only the upstream session
+// id is rewritten (bound to the agent).
+
+const (
+	headerSessionID       = "Mcp-Session-Id"
+	headerProtocolVersion = "Mcp-Protocol-Version"
+	headerMethod          = "Mcp-Method"
+	headerName            = "Mcp-Name"
+	codeHeaderMismatch    = -32020
+)
+
+// forwardedRequestHeaders are the agent's headers the upstream may see.
+// Everything else (Authorization, Cookie, Origin, ...) stays here: the agent's
+// token is never passed upstream.
+var forwardedRequestHeaders = []string{
+	"Accept", "Content-Type", headerProtocolVersion, "Last-Event-Id",
+	headerMethod, headerName, "Traceparent", "Tracestate", "User-Agent",
+}
+
+// droppedResponseHeaders are upstream headers the agent must not see.
+var droppedResponseHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Connection": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
+	"Upgrade": true, "Set-Cookie": true, "Www-Authenticate": true, "Content-Length": true,
+	headerSessionID: true,
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p *store.Principal) {
+	var upstreamSession string
+	if sid := req.Header.Get(headerSessionID); sid != "" {
+		id, ok := r.unwrapSessionID(p.Agent.ID, up.Name, sid)
+		if !ok {
+			writeHTTPError(w, http.StatusNotFound, "session not found")
+			return
+		}
+		upstreamSession = id
+	}
+
+	var (
+		body     []byte
+		denials  [][]byte
+		pending  map[string]bool // ids of requests forwarded, awaiting a response
+		batch    bool
+		requests int
+	)
+	if req.Method == http.MethodPost {
+		buf := bufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		defer bufPool.Put(buf)
+		if _, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, r.opts.MaxMessageBytes)); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeHTTPError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", r.opts.MaxMessageBytes))
+				return
+			}
+			writeHTTPError(w, http.StatusBadRequest, "could not read the request body")
+			return
+		}
+		body = buf.Bytes()
+		msgs, isBatch, err := parseBody(body)
+		if err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write(errorResponse(nil, codeParseError, err.Error()))
+			return
+		}
+		batch = isBatch
+		keep := msgs[:0]
+		for i := range msgs {
+			m := &msgs[i]
+			if m.isRequest() && isGated(m.Method) {
+				name, err := gatedName(m)
+				if err != nil {
+					denials = append(denials, errorResponse(m.ID, codeInvalidParams, err.Error()))
+					continue
+				}
+				if !batch && !headersMatch(req, m.Method, name) {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusBadRequest)
+					w.Write(errorResponse(m.ID, codeHeaderMismatch, "Mcp-Method/Mcp-Name headers do not match the request body"))
+					return
+				}
+				if d := r.check(req.Context(), &Call{Principal: p, Upstream: up.Name, Method: m.Method,
+					Name: name, Params: m.Params, Session: upstreamSession, Transport: "http"}); d != nil {
+					denials = append(denials, denialResponse(m, d))
+					continue
+				}
+			}
+			if m.isRequest() {
+				requests++
+				if pending == nil {
+					pending = make(map[string]bool, 1)
+				}
+				pending[idKey(m.ID)] = true
+			}
+			keep = append(keep, *m)
+		}
+		if len(denials) > 0 {
+			if len(keep) == 0 {
+				writeJSONMessages(w, denials, batch)
+				return
+			}
+			body = joinBatch(keep)
+		}
+	}
+
+	ctx := req.Context()
+	if req.Method == http.MethodPost && requests > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, up.Timeout)
+		defer cancel()
+	}
+	var rdr io.Reader
+	if body != nil {
+		rdr = bytes.NewReader(body)
+	}
+	out, err := http.NewRequestWithContext(ctx, req.Method, up.URL, rdr)
+	if err != nil {
+		r.upstreamFailed(w, req, up, pending, denials, fmt.Errorf("building request: %w", err))
+		return
+	}
+	for _, k := range forwardedRequestHeaders {
+		if v, ok := req.Header[k]; ok {
+			out.Header[k] = v
+		}
+	}
+	for k, v := range req.Header {
+		if strings.HasPrefix(k, "Mcp-Param-") {
+			out.Header[k] = v
+		}
+	}
+	if upstreamSession != "" {
+		out.Header.Set(headerSessionID, upstreamSession)
+	}
+	for k, v := range up.Headers {
+		out.Header[k] = v
+	}
+	resp, err := r.client.Do(out)
+	if err != nil {
+		if req.Context().Err() != nil {
+			return // the agent went away; nothing to answer
+		}
+		r.upstreamFailed(w, req, up, pending, denials, err)
+		return
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode == http.StatusUnauthorized {
+		r.obs.UpstreamError(up.Name, "unauthorized")
+		r.log.Warn("upstream refused interlock's credentials", "upstream", up.Name)
+		writeHTTPError(w, http.StatusBadGateway, fmt.Sprintf("upstream %q refused interlock's credentials (HTTP 401); ask the operator to check its headers", up.Name))
+		return
+	}
+	h := w.Header()
+	for k, v := range resp.Header {
+		if !droppedResponseHeaders[k] {
+			h[k] = v
+		}
+	}
+	if sid := resp.Header.Get(headerSessionID); sid != "" {
+		h.Set(headerSessionID, r.wrapSessionID(p.Agent.ID, up.Name, sid))
+	}
+	if resp.StatusCode >= 500 {
+		r.obs.UpstreamError(up.Name, "status")
+	}
+
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "text/event-stream"):
+		h.Set("X-Accel-Buffering", "no")
+		w.WriteHeader(resp.StatusCode)
+		r.relayStream(w, req, resp.Body, up, pending, denials)
+	case len(denials) > 0 && strings.HasPrefix(ct, "application/json"):
+		var upBody bytes.Buffer
+		if _, err := upBody.ReadFrom(io.LimitReader(resp.Body, r.opts.MaxMessageBytes*4)); err != nil {
+			r.upstreamFailed(w, req, up, pending, denials, err)
+			return
+		}
+		merged := mergeJSONResponses(upBody.Bytes(), denials)
+		w.WriteHeader(resp.StatusCode)
+		w.Write(merged)
+	case len(denials) > 0 && resp.StatusCode == http.StatusAccepted:
+		// The forwarded part held no requests; the refusals still need answers.
+		for k := range h {
+			delete(h, k)
+		}
+		writeJSONMessages(w, denials, batch)
+	default:
+		if resp.ContentLength >= 0 {
+			h.Set("Content-Length", fmt.Sprint(resp.ContentLength))
+		}
+		w.WriteHeader(resp.StatusCode)
+		if _, err := io.Copy(w, resp.Body); err != nil && req.Context().Err() == nil {
+			r.obs.UpstreamError(up.Name, "read")
+			r.log.Warn("upstream response cut short", "upstream", up.Name, "err", err)
+		}
+	}
+}
+
+// relayStream copies an SSE stream event by event, flushing each. If the
+// upstream stream breaks (not a clean end: a clean end with requests still
+// open is SSE polling, and the agent resumes with Last-Event-ID), every
+// request still waiting gets a JSON-RPC error so the agent does not hang.
+func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Reader, up *Upstream, pending map[string]bool, denials [][]byte) {
+	sw := newSSEWriter(w)
+	for _, d := range denials {
+		if sw.writeMessage("", d) != nil {
+			return
+		}
+	}
+	rd := newSSEReader(body, int(r.opts.MaxMessageBytes*4))
+	for {
+		ev, err := rd.next()
+		if err != nil {
+			if err == io.EOF || req.Context().Err() != nil {
+				return
+			}
+			r.obs.UpstreamError(up.Name, "stream")
+			r.log.Warn("upstream stream broke", "upstream", up.Name, "open_requests", len(pending), "err", err)
+			for id := range pending {
+				if sw.writeMessage("", errorResponse(json.RawMessage(id), codeUpstreamError,
+					fmt.Sprintf("upstream %q failed before answering: %v", up.Name, err))) != nil {
+					return
+				}
+			}
+			return
+		}
+		if len(pending) > 0 && len(ev.Data) > 0 {
+			if m, err := parseMessage(ev.Data); err == nil && m.isResponse() {
+				delete(pending, idKey(m.ID))
+			}
+		}
+		if sw.writeRaw(ev.Raw) != nil {
+			return
+		}
+	}
+}
+
+// upstreamFailed answers when the upstream could not be reached or failed
+// before answering: each forwarded request gets a JSON-RPC error, so the
+// agent sees an MCP error rather than a hang or a bare transport failure.
+func (r *Relay) upstreamFailed(w http.ResponseWriter, req *http.Request, up *Upstream, pending map[string]bool, denials [][]byte, err error) {
+	r.obs.UpstreamError(up.Name, "connect")
+	r.log.Warn("upstream request failed", "upstream", up.Name, "err", err)
+	if len(pending) == 0 && len(denials) == 0 {
+		writeHTTPError(w, http.StatusBadGateway, fmt.Sprintf("upstream %q is unavailable", up.Name))
+		return
+	}
+	msgs := denials
+	for id := range pending {
+		msgs = append(msgs, errorResponse(json.RawMessage(id), codeUpstreamError, fmt.Sprintf("upstream %q is unavailable", up.Name)))
+	}
+	writeJSONMessages(w, msgs, len(msgs) > 1)
+}
+
+func writeJSONMessages(w http.ResponseWriter, msgs [][]byte, batch bool) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if !batch && len(msgs) == 1 {
+		w.Write(msgs[0])
+		return
+	}
+	w.Write(joinRaw(msgs))
+}
+
+func joinRaw(msgs [][]byte) []byte {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, m := range msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m)
+	}
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+func joinBatch(msgs []message) []byte {
+	raws := make([][]byte, len(msgs))
+	for i := range msgs {
+		raws[i] = msgs[i].Raw
+	}
+	return joinRaw(raws)
+}
+
+// mergeJSONResponses adds refusals to an upstream JSON answer (one message
+// or a batch), making a batch answer.
+func mergeJSONResponses(upstream []byte, extra [][]byte) []byte {
+	t := bytes.TrimSpace(upstream)
+	var all [][]byte
+	if len(t) > 0 && t[0] == '[' {
+		var raws []json.RawMessage
+		if json.Unmarshal(t, &raws) == nil {
+			for _, r := range raws {
+				all = append(all, r)
+			}
+		}
+	} else if len(t) > 0 {
+		all = append(all, t)
+	}
+	return joinRaw(append(all, extra...))
+}
+
+// headersMatch enforces, for 2026-07-28 clients that send them, that the
+// Mcp-Method and Mcp-Name headers say what the body says: the decision is
+// taken on the body, and the upstream must not be shown different headers.
+func headersMatch(req *http.Request, method, name string) bool {
+	if v := req.Header.Get(headerMethod); v != "" && v != method {
+		return false
+	}
+	if v := req.Header.Get(headerName); v != "" && decodeHeaderValue(v) != name {
+		return false
+	}
+	return true
+}
+
+// decodeHeaderValue undoes the 2026-07-28 "=?base64?...?=" form.
+func decodeHeaderValue(v string) string {
+	if strings.HasPrefix(v, "=?base64?") && strings.HasSuffix(v, "?=") {
+		if b, err := decodeBase64Any(v[len("=?base64?") : len(v)-2]); err == nil {
+			return string(b)
+		}
+	}
+	return v
+}

@@ -1,0 +1,419 @@
+// Package relay is interlock's MCP data path: a JSON-RPC relay between agents
+// (Streamable HTTP at /mcp and /mcp/{upstream}, or stdio through ServeStdio)
+// and the MCP servers interlock fronts (Streamable HTTP or stdio).
+//
+// The relay is faithful by design: it parses only the envelope of each
+// message and forwards the bytes it received, so fields, _meta, unknown
+// methods, progress, cancellation, server-to-client requests, SSE event ids
+// and session ids pass through unchanged. Gated requests (tools/call now;
+// resources/read and prompts/get can join) are handed to a Gate before
+// anything is forwarded, and any error on that path refuses the call.
+//
+// The package must not know policy details: it asks the Gate and obeys.
+package relay
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// Authenticator resolves an agent's bearer token.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (store.Principal, error)
+}
+
+// Gate decides gated requests. It is asked before a gated request is
+// forwarded; a non-nil Denial refuses the request, and so does an error
+// (fail closed).
+type Gate interface {
+	Check(ctx context.Context, c *Call) (*Denial, error)
+}
+
+// Call is one gated request as the gate sees it.
+type Call struct {
+	Principal *store.Principal
+	Upstream  string          // upstream name
+	Method    string          // "tools/call", ...
+	Name      string          // tool or prompt name (as the upstream knows it), or resource URI
+	Params    json.RawMessage // the request's params, unchanged
+	Session   string          // downstream session id, "" when none yet
+	Transport string          // "http" or "stdio"
+}
+
+// Denial says why a gated request is refused. Reason is shown to the agent.
+type Denial struct {
+	Reason string
+	Meta   map[string]any // added to the refusal's _meta (e.g. a decision id)
+}
+
+// Observer receives measurements. All methods must be cheap and safe for
+// concurrent use.
+type Observer interface {
+	// Request is called once per agent HTTP request with the upstream ("" for
+	// the aggregated endpoint), HTTP method, status and duration.
+	Request(upstream, method string, status int, d time.Duration)
+	// UpstreamError counts a failure talking to an upstream.
+	UpstreamError(upstream, kind string)
+	// Gated counts a gated request and its outcome ("forwarded", "denied", "error").
+	Gated(upstream, method, outcome string)
+}
+
+// Upstream is one MCP server the relay fronts.
+type Upstream struct {
+	Name    string
+	URL     string      // Streamable HTTP endpoint, or ""
+	Headers http.Header // added to every request to URL (brokered secrets)
+	Command []string    // stdio argv, or nil
+	Env     []string    // added to the stdio environment ("K=V")
+	Dir     string
+	Shared  bool   // one stdio process for every session
+	Prefix  string // name prefix on the aggregated endpoint
+	Timeout time.Duration
+}
+
+// Options configure a Relay. Zero values mean defaults.
+type Options struct {
+	Upstreams []Upstream
+	Auth      Authenticator // required
+	Gate      Gate          // required
+	// SessionKey authenticates the session ids handed to agents (binding each
+	// session to its agent); at least 32 bytes, shared by every replica.
+	SessionKey []byte
+	// ResourceMetadataURL is advertised in 401 challenges (RFC 9728), if set.
+	ResourceMetadataURL string
+	MaxMessageBytes     int64         // default 4 MiB
+	SessionIdleTimeout  time.Duration // default 30m
+	HTTPClient          *http.Client  // for HTTP upstreams; default: a tuned transport
+	Observer            Observer
+	Logger              *slog.Logger
+	Now                 func() time.Time
+}
+
+// Relay is the MCP relay. Create it with New, serve Handler, and Close it.
+type Relay struct {
+	opts      Options
+	log       *slog.Logger
+	upstreams map[string]*Upstream
+	ordered   []*Upstream
+	client    *http.Client
+	obs       Observer
+
+	mu       sync.Mutex
+	sessions map[string]*session // message-level sessions by downstream id
+	shared   map[string]*stdioLeg
+	closed   bool
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// New checks opts and returns a Relay.
+func New(opts Options) (*Relay, error) {
+	if opts.Auth == nil || opts.Gate == nil {
+		return nil, errors.New("relay: Auth and Gate are required")
+	}
+	if len(opts.SessionKey) < 32 {
+		return nil, errors.New("relay: SessionKey must be at least 32 bytes")
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 4 << 20
+	}
+	if opts.SessionIdleTimeout <= 0 {
+		opts.SessionIdleTimeout = 30 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	r := &Relay{
+		opts:      opts,
+		log:       opts.Logger,
+		upstreams: map[string]*Upstream{},
+		client:    opts.HTTPClient,
+		obs:       opts.Observer,
+		sessions:  map[string]*session{},
+		shared:    map[string]*stdioLeg{},
+		done:      make(chan struct{}),
+	}
+	if r.client == nil {
+		r.client = &http.Client{Transport: newTransport()}
+	}
+	for i := range opts.Upstreams {
+		u := opts.Upstreams[i]
+		if u.Name == "" || (u.URL == "") == (len(u.Command) == 0) {
+			return nil, fmt.Errorf("relay: upstream %q needs exactly one of URL and Command", u.Name)
+		}
+		if _, dup := r.upstreams[u.Name]; dup {
+			return nil, fmt.Errorf("relay: duplicate upstream %q", u.Name)
+		}
+		if u.Timeout <= 0 {
+			u.Timeout = 5 * time.Minute
+		}
+		r.upstreams[u.Name] = &u
+		r.ordered = append(r.ordered, &u)
+	}
+	r.wg.Add(1)
+	go r.reapIdle()
+	return r, nil
+}
+
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	t.ForceAttemptHTTP2 = false
+	return t
+}
+
+// Close ends every session, stops stdio children and waits for them.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	sessions := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		sessions = append(sessions, s)
+	}
+	r.sessions = map[string]*session{}
+	shared := r.shared
+	r.shared = map[string]*stdioLeg{}
+	r.mu.Unlock()
+	close(r.done)
+	for _, s := range sessions {
+		s.close("relay shutting down")
+	}
+	for _, l := range shared {
+		l.close()
+	}
+	r.wg.Wait()
+	if t, ok := r.client.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Handler serves /mcp (aggregated) and /mcp/{upstream}. Host and Origin are
+// checked by the server in front of it.
+func (r *Relay) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mcp", func(w http.ResponseWriter, req *http.Request) {
+		r.serveMCP(w, req, "")
+	})
+	mux.HandleFunc("/mcp/{upstream}", func(w http.ResponseWriter, req *http.Request) {
+		r.serveMCP(w, req, req.PathValue("upstream"))
+	})
+	return mux
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (r *Relay) serveMCP(w http.ResponseWriter, req *http.Request, name string) {
+	start := r.opts.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	defer func() { r.obs.Request(name, req.Method, rec.status, r.opts.Now().Sub(start)) }()
+	w = rec
+
+	var up *Upstream
+	if name != "" {
+		up = r.upstreams[name]
+		if up == nil {
+			writeHTTPError(w, http.StatusNotFound, fmt.Sprintf("no upstream named %q", name))
+			return
+		}
+	}
+	p, ok := r.authenticate(w, req)
+	if !ok {
+		return
+	}
+	switch req.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		writeHTTPError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	if up != nil && up.URL != "" {
+		r.proxy(w, req, up, &p)
+		return
+	}
+	r.serveSession(w, req, up, &p)
+}
+
+// authenticate reads the bearer token. It writes a 401 and returns false when
+// the token is missing or bad. The token never leaves this function.
+func (r *Relay) authenticate(w http.ResponseWriter, req *http.Request) (store.Principal, bool) {
+	h := req.Header.Get("Authorization")
+	scheme, token, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		r.challenge(w, "", "an agent token is required (Authorization: Bearer <token>)")
+		return store.Principal{}, false
+	}
+	p, err := r.opts.Auth.Authenticate(req.Context(), strings.TrimSpace(token))
+	if err != nil {
+		r.log.Info("agent authentication failed", "remote", req.RemoteAddr, "err", err)
+		r.challenge(w, "invalid_token", "the agent token is not valid")
+		return store.Principal{}, false
+	}
+	return p, true
+}
+
+func (r *Relay) challenge(w http.ResponseWriter, code, msg string) {
+	v := `Bearer realm="interlock"`
+	if code != "" {
+		v += fmt.Sprintf(`, error=%q, error_description=%q`, code, msg)
+	}
+	if r.opts.ResourceMetadataURL != "" {
+		v += fmt.Sprintf(`, resource_metadata=%q`, r.opts.ResourceMetadataURL)
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	writeHTTPError(w, http.StatusUnauthorized, msg)
+}
+
+// writeHTTPError answers with a JSON-RPC error without id, the form the MCP
+// transports allow for HTTP-level refusals.
+func writeHTTPError(w http.ResponseWriter, status int, msg string) {
+	code := codeInvalidRequest
+	if status >= 500 {
+		code = codeInternalError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(errorResponse(nil, code, msg))
+}
+
+// Session ids handed to agents for a passed-through upstream session are
+// "<upstream id>.<mac>", where mac binds the id to the agent and upstream, so
+// one agent cannot ride another's session and replicas need no shared table.
+
+const sessionMACLen = 16
+
+func (r *Relay) sessionMAC(agentID, upstream, id string) string {
+	h := hmac.New(sha256.New, r.opts.SessionKey)
+	h.Write([]byte(agentID))
+	h.Write([]byte{0})
+	h.Write([]byte(upstream))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:sessionMACLen])
+}
+
+func (r *Relay) wrapSessionID(agentID, upstream, id string) string {
+	return id + "." + r.sessionMAC(agentID, upstream, id)
+}
+
+// unwrapSessionID returns the upstream session id, or false when the id was
+// not issued to this agent for this upstream.
+func (r *Relay) unwrapSessionID(agentID, upstream, wrapped string) (string, bool) {
+	i := strings.LastIndexByte(wrapped, '.')
+	if i < 0 {
+		return "", false
+	}
+	id, mac := wrapped[:i], wrapped[i+1:]
+	want := r.sessionMAC(agentID, upstream, id)
+	if !hmac.Equal([]byte(mac), []byte(want)) {
+		return "", false
+	}
+	return id, true
+}
+
+// check runs the gate for one gated request; any gate error is a denial.
+func (r *Relay) check(ctx context.Context, c *Call) *Denial {
+	d, err := r.opts.Gate.Check(ctx, c)
+	if err != nil {
+		r.log.Error("gate failed; refusing the call", "agent", c.Principal.Agent.ID, "upstream", c.Upstream, "method", c.Method, "err", err)
+		r.obs.Gated(c.Upstream, c.Method, "error")
+		return &Denial{Reason: "interlock could not decide this call and refused it (fail closed); the operator can find the cause in interlock's log"}
+	}
+	if d != nil {
+		r.obs.Gated(c.Upstream, c.Method, "denied")
+		return d
+	}
+	r.obs.Gated(c.Upstream, c.Method, "forwarded")
+	return nil
+}
+
+// isGated says which methods go through the gate.
+func isGated(method string) bool {
+	return method == "tools/call"
+}
+
+// denialResponse is the reply to a refused gated request: a tool error result
+// for tools/call, a JSON-RPC error otherwise.
+func denialResponse(m *message, d *Denial) []byte {
+	if m.Method == "tools/call" {
+		return resultResponse(m.ID, toolErrorResult(d.Reason, d.Meta))
+	}
+	return errorResponse(m.ID, codeInvalidRequest, d.Reason)
+}
+
+func (r *Relay) reapIdle() {
+	defer r.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		now := r.opts.Now()
+		var idle []*session
+		r.mu.Lock()
+		for id, s := range r.sessions {
+			if now.Sub(s.lastUsed()) > r.opts.SessionIdleTimeout {
+				idle = append(idle, s)
+				delete(r.sessions, id)
+			}
+		}
+		r.mu.Unlock()
+		for _, s := range idle {
+			s.close("idle timeout")
+		}
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Request(string, string, int, time.Duration) {}
+func (nopObserver) UpstreamError(string, string)               {}
+func (nopObserver) Gated(string, string, string)               {}

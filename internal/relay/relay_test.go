@@ -1,0 +1,734 @@
+package relay_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/interlock-dev/interlock/internal/gate"
+	"github.com/interlock-dev/interlock/internal/registry"
+	"github.com/interlock-dev/interlock/internal/relay"
+	"github.com/interlock-dev/interlock/internal/server"
+	"github.com/interlock-dev/interlock/internal/store"
+	"github.com/interlock-dev/interlock/internal/store/sqlite"
+	"github.com/interlock-dev/interlock/internal/testenv"
+)
+
+// The test binary doubles as a stdio MCP upstream (see runStdioUpstream).
+func TestMain(m *testing.M) {
+	if os.Getenv("RELAY_TEST_UPSTREAM") == "stdio" {
+		runStdioUpstream()
+		return
+	}
+	testenv.Main(m)
+}
+
+// upstreamSignals lets tests see what happened inside an upstream.
+type upstreamSignals struct {
+	slowStarted   chan struct{}
+	slowCancelled chan struct{}
+	markerDir     string // stdio upstreams write marker files here
+}
+
+type echoIn struct {
+	Text string `json:"text"`
+}
+
+// newTestServer is a real go-sdk MCP server with the tools the tests need.
+func newTestServer(sig *upstreamSignals) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "testup", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "echo text"}, func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "slow", Description: "waits until cancelled"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		if sig.slowStarted != nil {
+			sig.slowStarted <- struct{}{}
+		}
+		mark(sig, "slow-started")
+		select {
+		case <-ctx.Done():
+			if sig.slowCancelled != nil {
+				close(sig.slowCancelled)
+			}
+			mark(sig, "slow-cancelled")
+			return nil, nil, ctx.Err()
+		case <-time.After(time.Minute):
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "not cancelled"}}}, nil, nil
+		}
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "progress", Description: "reports progress three times"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		tok := req.Params.GetProgressToken()
+		for i := 1; i <= 3 && tok != nil; i++ {
+			req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: 3})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "roots", Description: "asks the client for its roots"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.ListRoots(ctx, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		var uris []string
+		for _, r := range res.Roots {
+			uris = append(uris, r.URI)
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(uris, ",")}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "crash", Description: "the process exits"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		os.Exit(3)
+		return nil, nil, nil
+	})
+	return s
+}
+
+func mark(sig *upstreamSignals, name string) {
+	if sig.markerDir != "" {
+		os.WriteFile(filepath.Join(sig.markerDir, name), nil, 0o600)
+	}
+}
+
+func runStdioUpstream() {
+	sig := &upstreamSignals{markerDir: os.Getenv("RELAY_TEST_MARKER")}
+	if err := newTestServer(sig).Run(context.Background(), &mcp.StdioTransport{}); err != nil {
+		fmt.Fprintln(os.Stderr, "stdio upstream:", err)
+	}
+}
+
+// headerLog records every header set an upstream received.
+type headerLog struct {
+	mu  sync.Mutex
+	all []http.Header
+}
+
+func (h *headerLog) add(x http.Header) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.all = append(h.all, x.Clone())
+}
+
+func (h *headerLog) snapshot() []http.Header {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]http.Header(nil), h.all...)
+}
+
+// denyNamed refuses tools by name, then asks the real gate.
+type denyNamed struct {
+	names map[string]bool
+	next  relay.Gate
+}
+
+func (d denyNamed) Check(ctx context.Context, c *relay.Call) (*relay.Denial, error) {
+	if d.names[c.Name] {
+		return &relay.Denial{Reason: "test policy refuses " + c.Name}, nil
+	}
+	return d.next.Check(ctx, c)
+}
+
+type env struct {
+	t         *testing.T
+	st        store.Store
+	reg       *registry.Registry
+	token     string // agent "bot", owner a@example.com
+	token2    string // agent "bot2", same owner
+	url       string // interlock base URL
+	headers   *headerLog
+	sig       *upstreamSignals
+	markerDir string
+}
+
+const upstreamSecret = "upstream-secret-value"
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(t.TempDir(), "i.db"), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := registry.New(registry.Options{Store: st, Logger: log, GenerationMaxAge: time.Nanosecond})
+	t.Cleanup(func() { reg.Close() })
+	if _, err := reg.CreateUser(ctx, registry.UserSpec{Email: "a@example.com", Name: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	_, tok, err := reg.CreateAgent(ctx, registry.AgentSpec{ID: "bot", OwnerEmail: "a@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok2, err := reg.CreateAgent(ctx, registry.AgentSpec{ID: "bot2", OwnerEmail: "a@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, st: st, reg: reg, token: tok, token2: tok2, headers: &headerLog{},
+		sig: &upstreamSignals{slowStarted: make(chan struct{}, 4), slowCancelled: make(chan struct{})}, markerDir: t.TempDir()}
+
+	// HTTP upstream: a real go-sdk server; requests whose body calls the tool
+	// "die" get their connection cut after the first event.
+	up := newTestServer(e.sig)
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil)
+	upSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.headers.add(r.Header)
+		if r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			if bytes.Contains(body, []byte(`"name":"die"`)) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(200)
+				io.WriteString(w, "id: 1\ndata: \n\n")
+				w.(http.Flusher).Flush()
+				conn, _, _ := http.NewResponseController(w).Hijack()
+				conn.Close()
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(upSrv.Close)
+
+	r, err := relay.New(relay.Options{
+		Upstreams: []relay.Upstream{
+			{Name: "acme", URL: upSrv.URL, Headers: http.Header{"X-Api-Key": {upstreamSecret}}, Prefix: "acme_"},
+			{Name: "local", Command: []string{os.Args[0]}, Env: []string{"RELAY_TEST_UPSTREAM=stdio", "RELAY_TEST_MARKER=" + e.markerDir}, Prefix: "local_"},
+		},
+		Auth:       reg,
+		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
+		SessionKey: bytes.Repeat([]byte("k"), 32),
+		Logger:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(server.Options{AllowedHosts: []string{"127.0.0.1", "localhost"}, MCP: r.Handler(), Logger: log}))
+	t.Cleanup(func() { srv.Close(); r.Close() })
+	e.url = srv.URL
+	return e
+}
+
+type bearerRT struct{ token string }
+
+func (b bearerRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if b.token != "" {
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// connect opens a real go-sdk client session through interlock.
+func (e *env) connect(path, token string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	e.t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts)
+	c.AddRoots(&mcp.Root{URI: "file:///work/project"})
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: e.url + path,
+		HTTPClient: &http.Client{Transport: bearerRT{token}}}, nil)
+	if err != nil {
+		e.t.Fatalf("connect %s: %v", path, err)
+	}
+	e.t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func text(t *testing.T, res *mcp.CallToolResult) string {
+	t.Helper()
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+func call(t *testing.T, cs *mcp.ClientSession, name string, args any) (*mcp.CallToolResult, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+}
+
+func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
+	t.Helper()
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range res.Tools {
+		names = append(names, tl.Name)
+	}
+	return names
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRelayEndpoints(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		path, echoTool string
+		tools          []string
+	}{
+		{"/mcp/acme", "echo", []string{"echo", "slow", "roots", "progress"}},
+		{"/mcp/local", "echo", []string{"echo", "slow", "roots", "progress"}},
+		{"/mcp", "local_echo", []string{"acme_echo", "acme_slow", "local_echo", "local_roots", "local_crash"}},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			var progress []float64
+			var pmu sync.Mutex
+			cs := e.connect(tc.path, e.token, &mcp.ClientOptions{
+				ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+					pmu.Lock()
+					progress = append(progress, r.Params.Progress)
+					pmu.Unlock()
+				},
+			})
+			names := toolNames(t, cs)
+			for _, want := range tc.tools {
+				if !contains(names, want) {
+					t.Errorf("tools/list: %q missing from %v", want, names)
+				}
+			}
+			res, err := call(t, cs, tc.echoTool, map[string]any{"text": "hello"})
+			if err != nil || res.IsError || text(t, res) != "hello" {
+				t.Fatalf("echo: res=%+v err=%v", res, err)
+			}
+			// A gated call refused by the gate is a tool error naming the reason.
+			prefix := strings.TrimSuffix(tc.echoTool, "echo")
+			res, err = call(t, cs, prefix+"forbidden", map[string]any{})
+			if err != nil || !res.IsError {
+				t.Fatalf("forbidden: want an isError result, got res=%+v err=%v", res, err)
+			}
+			// Server-to-client requests come back through the relay (ids rewritten on /mcp).
+			res, err = call(t, cs, prefix+"roots", map[string]any{})
+			if err != nil || res.IsError || text(t, res) != "file:///work/project" {
+				t.Fatalf("roots: res=%+v err=%v", res, err)
+			}
+			// Progress notifications reach the caller.
+			params := &mcp.CallToolParams{Name: prefix + "progress", Arguments: map[string]any{}}
+			params.SetProgressToken("p1")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if res, err := cs.CallTool(ctx, params); err != nil || res.IsError {
+				t.Fatalf("progress: res=%+v err=%v", res, err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				pmu.Lock()
+				n := len(progress)
+				pmu.Unlock()
+				if n == 3 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("got %d progress notifications, want 3", n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestAgentTokenNeverReachesUpstream(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect("/mcp/acme", e.token, nil)
+	if _, err := call(t, cs, "echo", map[string]any{"text": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	hs := e.headers.snapshot()
+	if len(hs) == 0 {
+		t.Fatal("the upstream saw no requests")
+	}
+	for _, h := range hs {
+		if h.Get("X-Api-Key") != upstreamSecret {
+			t.Errorf("upstream request without the brokered secret: %v", h)
+		}
+		for k, vs := range h {
+			for _, v := range vs {
+				if strings.Contains(v, e.token) {
+					t.Errorf("agent token passed upstream in header %s", k)
+				}
+			}
+		}
+		if h.Get("Authorization") != "" {
+			t.Errorf("Authorization header passed upstream: %q", h.Get("Authorization"))
+		}
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, path, auth string
+		status           int
+		challenge        string
+	}{
+		{"no token", "/mcp/acme", "", 401, `Bearer realm="interlock"`},
+		{"wrong scheme", "/mcp/acme", "Basic Ym90OnNlY3JldA==", 401, `Bearer realm="interlock"`},
+		{"unknown token", "/mcp/acme", "Bearer ilk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 401, `error="invalid_token"`},
+		{"garbage token", "/mcp", "Bearer not-a-token", 401, `error="invalid_token"`},
+		{"unknown upstream", "/mcp/nope", "Bearer " + e.token, 404, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", e.url+tc.path, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, tc.challenge) {
+				t.Errorf("WWW-Authenticate %q, want it to contain %q", got, tc.challenge)
+			}
+		})
+	}
+}
+
+// post sends raw JSON-RPC and returns the status, headers and the JSON-RPC
+// messages in the answer (from JSON or SSE).
+func (e *env) post(path, token, session, body string, extra map[string]string) (int, http.Header, []map[string]any) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	for k, v := range extra {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var msgs []map[string]any
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok && d != "" {
+				var m map[string]any
+				if json.Unmarshal([]byte(d), &m) == nil {
+					msgs = append(msgs, m)
+				}
+			}
+		}
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		b = bytes.TrimSpace(b)
+		if len(b) > 0 && b[0] == '[' {
+			json.Unmarshal(b, &msgs)
+		} else if len(b) > 0 {
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			msgs = append(msgs, m)
+		}
+	}
+	return resp.StatusCode, resp.Header, msgs
+}
+
+const initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"%s","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+func TestSessionIsBoundToAgent(t *testing.T) {
+	e := newEnv(t)
+	for _, path := range []string{"/mcp/acme", "/mcp/local", "/mcp"} {
+		t.Run(path, func(t *testing.T) {
+			status, h, _ := e.post(path, e.token, "", fmt.Sprintf(initBody, "2025-11-25"), nil)
+			sid := h.Get("Mcp-Session-Id")
+			if status != 200 || sid == "" {
+				t.Fatalf("initialize: status %d, session %q", status, sid)
+			}
+			list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+			ver := map[string]string{"Mcp-Protocol-Version": "2025-11-25"}
+			if status, _, _ := e.post(path, e.token2, sid, list, ver); status != http.StatusNotFound {
+				t.Errorf("another agent riding the session: status %d, want 404", status)
+			}
+			if status, _, _ := e.post(path, e.token, sid+"x", list, ver); status != http.StatusNotFound {
+				t.Errorf("forged session id: status %d, want 404", status)
+			}
+			if status, _, msgs := e.post(path, e.token, sid, list, ver); status != 200 || len(msgs) != 1 || msgs[0]["result"] == nil {
+				t.Errorf("owner of the session: status %d, msgs %v", status, msgs)
+			}
+		})
+	}
+}
+
+func TestGateRefusesInactiveAgentsAndOwners(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cs := e.connect("/mcp/acme", e.token, nil)
+	if res, err := call(t, cs, "echo", map[string]any{"text": "ok"}); err != nil || res.IsError {
+		t.Fatalf("active agent refused: %v %v", res, err)
+	}
+	if _, err := e.st.UpdateAgent(ctx, "bot", func(a store.Agent) (store.Agent, error) {
+		a.State = store.AgentSuspended
+		return a, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := call(t, cs, "echo", map[string]any{"text": "ok"})
+	if err != nil || !res.IsError || !strings.Contains(text(t, res), "suspended") {
+		t.Fatalf("suspended agent: res=%v err=%v", res, err)
+	}
+	// Ungated requests still pass: only calls that act are refused.
+	if names := toolNames(t, cs); !contains(names, "echo") {
+		t.Fatalf("tools/list refused for a suspended agent: %v", names)
+	}
+	if _, err := e.st.UpdateAgent(ctx, "bot", func(a store.Agent) (store.Agent, error) {
+		a.State = store.AgentActive
+		return a, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := e.st.GetUserByEmail(ctx, "a@example.com")
+	if _, err := e.st.UpdateUser(ctx, u.ID, func(u store.User) (store.User, error) {
+		u.Active = false
+		return u, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = call(t, cs, "echo", map[string]any{"text": "ok"})
+	if err != nil || !res.IsError || !strings.Contains(text(t, res), "deactivated") {
+		t.Fatalf("agent of a deactivated owner: res=%v err=%v", res, err)
+	}
+}
+
+func TestUpstreamDiesMidCall(t *testing.T) {
+	e := newEnv(t)
+	t.Run("http", func(t *testing.T) {
+		cs := e.connect("/mcp/acme", e.token, nil)
+		_, err := call(t, cs, "die", map[string]any{})
+		if err == nil || !strings.Contains(err.Error(), "failed before answering") {
+			t.Fatalf("want an MCP error saying the upstream failed, got %v", err)
+		}
+		// The session still works afterwards.
+		if res, err := call(t, cs, "echo", map[string]any{"text": "again"}); err != nil || text(t, res) != "again" {
+			t.Fatalf("after the failure: %v %v", res, err)
+		}
+	})
+	t.Run("stdio", func(t *testing.T) {
+		cs := e.connect("/mcp/local", e.token, nil)
+		_, err := call(t, cs, "crash", map[string]any{})
+		if err == nil || !strings.Contains(err.Error(), "exited") {
+			t.Fatalf("want an MCP error saying the upstream exited, got %v", err)
+		}
+		_, err = call(t, cs, "echo", map[string]any{"text": "x"})
+		if err == nil || !strings.Contains(err.Error(), "exited") {
+			t.Fatalf("a call after the crash: want an error, got %v", err)
+		}
+	})
+}
+
+func TestClientCancellationReachesUpstream(t *testing.T) {
+	e := newEnv(t)
+	t.Run("http", func(t *testing.T) {
+		cs := e.connect("/mcp/acme", e.token, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}})
+			errc <- err
+		}()
+		select {
+		case <-e.sig.slowStarted:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the slow tool never started")
+		}
+		cancel()
+		select {
+		case <-e.sig.slowCancelled:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the upstream never saw the cancellation")
+		}
+		if err := <-errc; err == nil {
+			t.Fatal("the cancelled call returned no error")
+		}
+	})
+	for _, path := range []string{"/mcp/local", "/mcp"} {
+		t.Run("stdio "+path, func(t *testing.T) {
+			os.Remove(filepath.Join(e.markerDir, "slow-started"))
+			os.Remove(filepath.Join(e.markerDir, "slow-cancelled"))
+			cs := e.connect(path, e.token, nil)
+			name := "slow"
+			if path == "/mcp" {
+				name = "local_slow"
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() {
+				_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})
+				errc <- err
+			}()
+			waitFile(t, filepath.Join(e.markerDir, "slow-started"))
+			cancel()
+			waitFile(t, filepath.Join(e.markerDir, "slow-cancelled"))
+			<-errc
+			// The session is still usable after a cancellation.
+			echo := strings.TrimSuffix(name, "slow") + "echo"
+			if res, err := call(t, cs, echo, map[string]any{"text": "after"}); err != nil || text(t, res) != "after" {
+				t.Fatalf("after cancel: %v %v", res, err)
+			}
+		})
+	}
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", filepath.Base(path))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestBatchWithRefusedCall(t *testing.T) {
+	e := newEnv(t)
+	status, h, _ := e.post("/mcp/acme", e.token, "", fmt.Sprintf(initBody, "2025-03-26"), nil)
+	sid := h.Get("Mcp-Session-Id")
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	ver := map[string]string{"Mcp-Protocol-Version": "2025-03-26"}
+	e.post("/mcp/acme", e.token, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, ver)
+	batch := `[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo","arguments":{"text":"one"}}},
+	           {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"forbidden","arguments":{}}}]`
+	status, _, msgs := e.post("/mcp/acme", e.token, sid, batch, ver)
+	if status != 200 {
+		t.Fatalf("batch: status %d", status)
+	}
+	byID := map[string]map[string]any{}
+	for _, m := range msgs {
+		if id, ok := m["id"].(string); ok {
+			byID[id] = m
+		}
+	}
+	if len(byID) != 2 {
+		t.Fatalf("want answers for a and b, got %v", msgs)
+	}
+	if r, _ := byID["b"]["result"].(map[string]any); r == nil || r["isError"] != true {
+		t.Errorf("b should be refused with isError: %v", byID["b"])
+	}
+	if r, _ := byID["a"]["result"].(map[string]any); r == nil || r["isError"] == true {
+		t.Errorf("a should be answered by the upstream: %v", byID["a"])
+	}
+}
+
+func TestHeaderBodyMismatchRefused(t *testing.T) {
+	e := newEnv(t)
+	body := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"forbidden","arguments":{}}}`
+	status, _, msgs := e.post("/mcp/acme", e.token, "", body, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "echo"})
+	if status != 400 || len(msgs) != 1 {
+		t.Fatalf("status %d msgs %v", status, msgs)
+	}
+	if code := msgs[0]["error"].(map[string]any)["code"].(float64); code != -32020 {
+		t.Errorf("error code %v, want -32020", code)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ name, body string }{
+		{"not json", `{"jsonrpc":`},
+		{"wrong version", `{"jsonrpc":"1.0","id":1,"method":"ping"}`},
+		{"null id", `{"jsonrpc":"2.0","id":null,"method":"ping"}`},
+		{"empty batch", `[]`},
+		{"object id", `{"jsonrpc":"2.0","id":{},"method":"ping"}`},
+	} {
+		for _, path := range []string{"/mcp/acme", "/mcp"} {
+			t.Run(tc.name+" "+path, func(t *testing.T) {
+				status, _, msgs := e.post(path, e.token, "", tc.body, nil)
+				if status != 400 || len(msgs) != 1 || msgs[0]["error"] == nil {
+					t.Fatalf("status %d msgs %v", status, msgs)
+				}
+			})
+		}
+	}
+	// Too large: refused before anything is parsed or forwarded.
+	big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"` + strings.Repeat("x", 5<<20) + `"}}}`
+	if status, _, _ := e.post("/mcp/acme", e.token, "", big, nil); status != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized message: status %d, want 413", status)
+	}
+}
+
+func TestWrapStdio(t *testing.T) {
+	e := newEnv(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := relay.New(relay.Options{
+		Upstreams:  []relay.Upstream{{Name: "local", Command: []string{os.Args[0]}, Env: []string{"RELAY_TEST_UPSTREAM=stdio", "RELAY_TEST_MARKER=" + e.markerDir}}},
+		Auth:       e.reg,
+		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
+		SessionKey: bytes.Repeat([]byte("k"), 32),
+		Logger:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// A real MCP client on one end of two pipes, ServeStdio on the other.
+	cr, sw := io.Pipe()
+	sr, cw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- r.ServeStdio(context.Background(), sr, sw, e.token, "local"); sw.Close() }()
+	c := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := call(t, cs, "echo", map[string]any{"text": "via wrap"}); err != nil || text(t, res) != "via wrap" {
+		t.Fatalf("echo through wrap: %v %v", res, err)
+	}
+	if res, err := call(t, cs, "forbidden", map[string]any{}); err != nil || !res.IsError {
+		t.Fatalf("gated call through wrap: %v %v", res, err)
+	}
+	cs.Close()
+	cw.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ServeStdio: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ServeStdio did not return after the client closed")
+	}
+	// Bad token: refused before the upstream starts.
+	if err := r.ServeStdio(context.Background(), strings.NewReader(""), io.Discard, "ilk_bad", "local"); err == nil {
+		t.Fatal("ServeStdio accepted a bad token")
+	}
+}
+
+var _ = net.Listen
