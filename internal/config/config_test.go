@@ -406,9 +406,8 @@ func TestValidateProblems(t *testing.T) {
 	}{
 		// listen
 		{"listen without port", "listen: localhost\n", []want{{1, `listen: "localhost" is not host:port (e.g. 127.0.0.1:8470)`}}},
-		{"listen port out of range", "listen: 127.0.0.1:70000\n", []want{{1, `listen: "127.0.0.1:70000" does not have a port from 1 to 65535`}}},
-		{"listen port zero", "listen: 127.0.0.1:0\n", []want{{1, "does not have a port from 1 to 65535"}}},
-		{"listen named port", "listen: 127.0.0.1:http\n", []want{{1, "does not have a port from 1 to 65535"}}},
+		{"listen port out of range", "listen: 127.0.0.1:70000\n", []want{{1, `listen: "127.0.0.1:70000" does not have a port from 0 to 65535`}}},
+		{"listen named port", "listen: 127.0.0.1:http\n", []want{{1, "does not have a port from 0 to 65535"}}},
 		{"listen bad host", "listen: 'bad host:8470'\n", []want{{1, `listen: "bad host:8470" does not have a valid host name or IP address`}}},
 
 		// public_url
@@ -849,4 +848,14 @@ func logJSON(cfg *Config) string {
 
 func yamlUnmarshal(src string, v any) error {
 	return yaml.Unmarshal([]byte(src), v)
+}
+
+func TestListenPortZeroPicksAFreePort(t *testing.T) {
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\n"), "x.yaml", LoadOptions{Getenv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PublicURL != "http://127.0.0.1" {
+		t.Errorf("public_url %q, want http://127.0.0.1", cfg.PublicURL)
+	}
 }

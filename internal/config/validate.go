@@ -38,7 +38,16 @@ func (c *Config) applyDefaults(configDir string) {
 		case "", "0.0.0.0", "::":
 			host = "localhost"
 		}
-		c.PublicURL = "http://" + net.JoinHostPort(host, port)
+		if port == "0" {
+			// A port picked at start-up (tests, demos): the URL cannot
+			// name it, so it names the host only.
+			c.PublicURL = "http://" + host
+			if strings.Contains(host, ":") {
+				c.PublicURL = "http://[" + host + "]"
+			}
+		} else {
+			c.PublicURL = "http://" + net.JoinHostPort(host, port)
+		}
 	}
 	if u, err := url.Parse(c.PublicURL); err == nil && u.Host != "" && u.RawQuery == "" && u.Fragment == "" {
 		c.PublicURL = strings.TrimRight(c.PublicURL, "/")
@@ -412,8 +421,8 @@ func checkListen(s string) string {
 	if host != "" && !validHost(host, true) {
 		return "does not have a valid host name or IP address"
 	}
-	if !validPort(port) {
-		return "does not have a port from 1 to 65535"
+	if port != "0" && !validPort(port) {
+		return "does not have a port from 0 to 65535 (0 picks a free port)"
 	}
 	return ""
 }
