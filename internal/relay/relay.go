@@ -112,7 +112,7 @@ type Relay struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // message-level sessions by downstream id
-	shared   map[string]*stdioLeg
+	shared   map[string]*sharedLeg
 	closed   bool
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -148,7 +148,7 @@ func New(opts Options) (*Relay, error) {
 		client:    opts.HTTPClient,
 		obs:       opts.Observer,
 		sessions:  map[string]*session{},
-		shared:    map[string]*stdioLeg{},
+		shared:    map[string]*sharedLeg{},
 		done:      make(chan struct{}),
 	}
 	if r.client == nil {
@@ -196,7 +196,7 @@ func (r *Relay) Close() error {
 	}
 	r.sessions = map[string]*session{}
 	shared := r.shared
-	r.shared = map[string]*stdioLeg{}
+	r.shared = map[string]*sharedLeg{}
 	r.mu.Unlock()
 	close(r.done)
 	for _, s := range sessions {

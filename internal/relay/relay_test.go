@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -88,6 +87,9 @@ func newTestServer(sig *upstreamSignals) *mcp.Server {
 			uris = append(uris, r.URI)
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(uris, ",")}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "pid", Description: "the server's process id"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(os.Getpid())}}}, nil, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "crash", Description: "the process exits"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		os.Exit(3)
@@ -206,6 +208,7 @@ func newEnv(t *testing.T) *env {
 		Upstreams: []relay.Upstream{
 			{Name: "acme", URL: upSrv.URL, Headers: http.Header{"X-Api-Key": {upstreamSecret}}, Prefix: "acme_"},
 			{Name: "local", Command: []string{os.Args[0]}, Env: []string{"RELAY_TEST_UPSTREAM=stdio", "RELAY_TEST_MARKER=" + e.markerDir}, Prefix: "local_"},
+			{Name: "pool", Command: []string{os.Args[0]}, Env: []string{"RELAY_TEST_UPSTREAM=stdio"}, Shared: true, Prefix: "pool_"},
 		},
 		Auth:       reg,
 		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
@@ -731,4 +734,62 @@ func TestWrapStdio(t *testing.T) {
 	}
 }
 
-var _ = net.Listen
+func TestSharedStdioUpstream(t *testing.T) {
+	e := newEnv(t)
+	pids := map[string]map[string]bool{"/mcp/pool": {}, "/mcp/local": {}}
+	for path := range pids {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i, tok := range []string{e.token, e.token2, e.token} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var got []float64
+				var pmu sync.Mutex
+				cs := e.connect(path, tok, &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+					pmu.Lock()
+					got = append(got, r.Params.Progress)
+					pmu.Unlock()
+				}})
+				res, err := call(t, cs, "pid", map[string]any{})
+				if err != nil {
+					t.Errorf("pid: %v", err)
+					return
+				}
+				mu.Lock()
+				pids[path][text(t, res)] = true
+				mu.Unlock()
+				want := fmt.Sprintf("session %d", i)
+				if res, err := call(t, cs, "echo", map[string]any{"text": want}); err != nil || text(t, res) != want {
+					t.Errorf("echo in %s: %v %v", path, res, err)
+				}
+				params := &mcp.CallToolParams{Name: "progress", Arguments: map[string]any{}}
+				params.SetProgressToken("same-token-in-every-session")
+				if _, err := cs.CallTool(context.Background(), params); err != nil {
+					t.Errorf("progress: %v", err)
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					pmu.Lock()
+					n := len(got)
+					pmu.Unlock()
+					if n == 3 {
+						break
+					}
+					if n > 3 || time.Now().After(deadline) {
+						t.Errorf("session %d got %d progress notifications, want its own 3", i, n)
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if n := len(pids["/mcp/pool"]); n != 1 {
+		t.Errorf("shared upstream ran in %d processes, want 1", n)
+	}
+	if n := len(pids["/mcp/local"]); n != 3 {
+		t.Errorf("per-session upstream ran in %d processes for 3 sessions, want 3", n)
+	}
+}

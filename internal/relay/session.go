@@ -386,9 +386,15 @@ func (r *Relay) newSession(p *store.Principal, up *Upstream) (*session, error) {
 		ls := &legState{idx: i, up: u}
 		s.legs = append(s.legs, ls)
 		var err error
-		if u.URL != "" {
+		switch {
+		case u.URL != "":
 			ls.conn = newHTTPLeg(u, r.client, r.log, &legSink{s: s, ls: ls})
-		} else {
+		case u.Shared:
+			var sl *sharedLeg
+			if sl, err = r.sharedFor(u); err == nil {
+				ls.conn = sl.attach(&legSink{s: s, ls: ls})
+			}
+		default:
 			ls.conn, err = startStdioLeg(u, r.log, &legSink{s: s, ls: ls})
 		}
 		if err != nil {

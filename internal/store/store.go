@@ -11,6 +11,8 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -24,6 +26,34 @@ var (
 	// example an agent whose owner does not exist).
 	ErrInvalid = errors.New("store: invalid record")
 )
+
+// TokenHashSize is the length of AgentToken.Hash: a SHA-256 digest.
+const TokenHashSize = 32
+
+// NormalizeEmail returns email in the form stores keep and compare it in
+// (lower-case). Backends apply it on every write and lookup.
+func NormalizeEmail(email string) string { return strings.ToLower(email) }
+
+// NormalizeRoles returns roles sorted and without duplicates, or nil when
+// there are none, which is the form stores keep and return. It does not
+// modify its argument.
+func NormalizeRoles(roles []string) []string {
+	if len(roles) == 0 {
+		return nil
+	}
+	out := slices.Clone(roles)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// NormalizeTime returns t as stores return it: truncated to the microsecond,
+// in UTC, without a monotonic clock reading. The zero time stays zero.
+func NormalizeTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.UnixMicro(t.UnixMicro()).UTC()
+}
 
 // User is a human: an agent owner or an approver. It comes from the identity
 // provider (SCIM) or is created locally.
@@ -95,7 +125,28 @@ type Principal struct {
 // transaction on the current record; the updater changes fields on the value
 // it receives and returns it (or an error, which aborts the update and is
 // returned unchanged). Identity fields (ID, CreatedAt) cannot be changed by
-// an updater.
+// an updater: whatever it sets there is ignored. The updater may be called
+// more than once (a backend may retry a conflicting transaction), so it must
+// depend only on the value it receives.
+//
+// Contract shared by all backends (checked by storetest.Run):
+//   - Times are stored to the microsecond and returned in UTC (see
+//     NormalizeTime); a zero time round-trips as zero.
+//   - Emails are stored lower-case and looked up case-insensitively (see
+//     NormalizeEmail); roles are returned sorted and unique, nil when empty
+//     (see NormalizeRoles).
+//   - Create and Update return ErrAlreadyExists for a duplicate ID, user
+//     email or token hash, and ErrInvalid for a record with an empty ID or
+//     email, an agent whose owner does not exist or whose State is not
+//     Valid, a token whose agent does not exist or whose Hash is not
+//     TokenHashSize bytes long.
+//   - RevokeAgentToken and TouchAgentToken with a zero time, and
+//     PutMetaIfAbsent with an empty key, return ErrInvalid.
+//   - Get, Update, Revoke, Touch, LookupPrincipal and GetMeta return
+//     ErrNotFound for a record that does not exist. ListAgentTokens of an
+//     unknown agent returns an empty list.
+//   - Returned errors wrap the sentinels (errors.Is), except that an
+//     updater's own error is returned as it is.
 type Store interface {
 	// Users.
 	CreateUser(ctx context.Context, u User) error
@@ -124,13 +175,20 @@ type Store interface {
 
 	// Generation is a counter that grows whenever a user, agent or agent
 	// token changes (in the same transaction as the change). Caches of
-	// principals compare it to know when they are stale.
+	// principals compare it to know when they are stale. Every successful
+	// CreateUser, UpdateUser, CreateAgent, UpdateAgent, CreateAgentToken and
+	// RevokeAgentToken makes it grow; reads do not. TouchAgentToken and the
+	// Meta methods do not either: LastUsedAt is bookkeeping that no cache
+	// decision depends on, and bumping on every (coalesced) touch would
+	// empty every principal cache in every replica all the time.
 	Generation(ctx context.Context) (int64, error)
 
 	// Meta is a small key-value area for installation-wide values such as the
 	// relay's session key. PutMetaIfAbsent stores value under key unless the
 	// key exists, and returns the value that is stored afterwards, so that
-	// concurrent callers (and replicas) agree on one value.
+	// concurrent callers (and replicas) agree on one value. A nil value is
+	// stored as an empty one; an empty key is ErrInvalid; GetMeta of a
+	// missing key is ErrNotFound.
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	PutMetaIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
 

@@ -1,0 +1,114 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migration is one numbered schema step. Its statements run in one
+// transaction together with the row that records it in the migrations table.
+//
+// The schema is kept portable to PostgreSQL: TEXT ids, BIGINT unix
+// microseconds (UTC) for timestamps with NULL for the zero time, INTEGER 0/1
+// for booleans, roles as a JSON text array, and BLOB for hashes and meta
+// values (BYTEA in PostgreSQL, the only spelling that differs).
+type migration struct {
+	stmts []string
+}
+
+// migrations are applied in order; migration i is recorded as number i+1.
+// Never edit or reorder an applied migration: append a new one.
+var migrations = []migration{
+	{stmts: []string{
+		`CREATE TABLE users (
+			id         TEXT    NOT NULL PRIMARY KEY,
+			email      TEXT    NOT NULL UNIQUE,
+			name       TEXT    NOT NULL,
+			roles      TEXT    NOT NULL,
+			active     INTEGER NOT NULL CHECK (active IN (0, 1)),
+			source     TEXT    NOT NULL,
+			created_at BIGINT,
+			updated_at BIGINT
+		)`,
+		`CREATE TABLE agents (
+			id         TEXT NOT NULL PRIMARY KEY,
+			name       TEXT NOT NULL,
+			owner_id   TEXT NOT NULL REFERENCES users (id),
+			department TEXT NOT NULL,
+			purpose    TEXT NOT NULL,
+			state      TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'orphaned', 'decommissioned')),
+			created_at BIGINT,
+			updated_at BIGINT
+		)`,
+		`CREATE INDEX agents_owner_id ON agents (owner_id)`,
+		`CREATE TABLE agent_tokens (
+			id           TEXT NOT NULL PRIMARY KEY,
+			agent_id     TEXT NOT NULL REFERENCES agents (id),
+			hash         BLOB NOT NULL UNIQUE,
+			created_at   BIGINT,
+			expires_at   BIGINT,
+			revoked_at   BIGINT,
+			last_used_at BIGINT
+		)`,
+		`CREATE INDEX agent_tokens_agent_id ON agent_tokens (agent_id, created_at, id)`,
+		`CREATE TABLE generation (
+			id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+			value BIGINT  NOT NULL
+		)`,
+		`INSERT INTO generation (id, value) VALUES (1, 0)`,
+		`CREATE TABLE meta (
+			key   TEXT NOT NULL PRIMARY KEY,
+			value BLOB NOT NULL
+		)`,
+	}},
+}
+
+// migrate brings the schema up to date, one migration per transaction, and
+// returns how many it applied. A database that has more migrations than this
+// binary knows is refused: it was written by a newer version.
+func (s *Store) migrate(ctx context.Context) (int, error) {
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS migrations (
+		num        INTEGER NOT NULL PRIMARY KEY,
+		applied_at BIGINT  NOT NULL
+	)`); err != nil {
+		return 0, fmt.Errorf("sqlite: create migrations table: %w", err)
+	}
+	applied := 0
+	for {
+		done, num := false, 0
+		err := s.writeTx(ctx, func(tx *sql.Tx) error {
+			var last sql.NullInt64
+			if err := tx.QueryRowContext(ctx, `SELECT MAX(num) FROM migrations`).Scan(&last); err != nil {
+				return fmt.Errorf("read migration number: %w", err)
+			}
+			n := int(last.Int64)
+			if n > len(migrations) {
+				return fmt.Errorf("database is at migration %d but this binary knows only %d: it was written by a newer version", n, len(migrations))
+			}
+			if n == len(migrations) {
+				done = true
+				return nil
+			}
+			for i, stmt := range migrations[n].stmts {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %d statement %d: %w", n+1, i+1, err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO migrations (num, applied_at) VALUES (?, ?)`,
+				n+1, s.now().UnixMicro()); err != nil {
+				return fmt.Errorf("record migration %d: %w", n+1, err)
+			}
+			num = n + 1
+			return nil
+		})
+		if err != nil {
+			return applied, fmt.Errorf("sqlite: migrate: %w", err)
+		}
+		if done {
+			return applied, nil
+		}
+		s.log.Info("applied store migration", "num", num)
+		applied++
+	}
+}
