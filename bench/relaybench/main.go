@@ -29,23 +29,37 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "-reverse-proxy" {
+		// Child mode: the baseline, a plain net/http/httputil reverse proxy.
+		reverseProxy(os.Args[2], os.Args[3])
+		return
+	}
 	calls := flag.Int("calls", 5000, "sequential calls per latency round")
 	clients := flag.Int("clients", 32, "concurrent clients in the throughput rounds")
 	duration := flag.Duration("duration", 10*time.Second, "length of each throughput round")
 	rounds := flag.Int("rounds", 3, "rounds per target (alternating direct and interlock)")
+	env := flag.String("env", "", "comma-separated VAR=VALUE pairs for the gateway and baseline processes")
 	flag.Parse()
+	if *env != "" {
+		gatewayEnv = strings.Split(*env, ",")
+	}
 	if err := run(*calls, *clients, *duration, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
@@ -53,6 +67,45 @@ func main() {
 }
 
 type proc struct{ cmd *exec.Cmd }
+
+// pin puts this process and its servers on the given CPUs (nil: all).
+func pin(procs []*proc, cpus []int) error {
+	var set unix.CPUSet
+	if cpus == nil {
+		for i := 0; i < runtime.NumCPU(); i++ {
+			set.Set(i)
+		}
+	} else {
+		for _, c := range cpus {
+			set.Set(c)
+		}
+	}
+	pids := []int{0}
+	for _, p := range procs {
+		pids = append(pids, p.cmd.Process.Pid)
+	}
+	for _, pid := range pids {
+		// Every thread of the process: affinity is per thread on Linux.
+		tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pidOrSelf(pid)))
+		if err != nil {
+			return err
+		}
+		for _, t := range tids {
+			tid, _ := strconv.Atoi(t.Name())
+			if err := unix.SchedSetaffinity(tid, &set); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func pidOrSelf(pid int) int {
+	if pid == 0 {
+		return os.Getpid()
+	}
+	return pid
+}
 
 func (p *proc) stop() {
 	if p.cmd.Process != nil {
@@ -89,6 +142,10 @@ func waitHTTP(url string) error {
 	}
 	return fmt.Errorf("%s did not come up", url)
 }
+
+// gatewayEnv is added to the gateway's and the baseline proxy's environment
+// (-env, for experiments such as GOMAXPROCS=1).
+var gatewayEnv []string
 
 func run(calls, clients int, duration time.Duration, rounds int) error {
 	dir, err := os.MkdirTemp("", "relaybench-")
@@ -144,6 +201,7 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 	}
 	gw := &proc{exec.Command(interlock, "serve", "--config", cfg)}
 	gw.cmd.Stderr = os.Stderr
+	gw.cmd.Env = append(os.Environ(), gatewayEnv...)
 	if err := gw.cmd.Start(); err != nil {
 		return err
 	}
@@ -152,14 +210,33 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 		return err
 	}
 
+	rpAddr, _ := freePort()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	rp := &proc{exec.Command(self, "-reverse-proxy", rpAddr, "http://"+acmeAddr)}
+	rp.cmd.Stderr = os.Stderr
+	rp.cmd.Env = append(os.Environ(), gatewayEnv...)
+	if err := rp.cmd.Start(); err != nil {
+		return err
+	}
+	defer rp.stop()
+	if err := waitHTTP("http://" + rpAddr + "/mcp"); err != nil {
+		return err
+	}
+
 	targets := []target{
 		{name: "direct", url: "http://" + acmeAddr + "/mcp"},
+		{name: "reverse-proxy", url: "http://" + rpAddr + "/mcp"},
 		{name: "interlock", url: "http://" + ilAddr + "/mcp/acme", token: created.Token},
 	}
 	transport := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
 	client := &http.Client{Transport: transport}
 
 	lat := map[string][]time.Duration{}
+	pinned := map[string][]time.Duration{}
+	procs := []*proc{acme, gw, rp}
 	thr := map[string][]float64{}
 	var relayed int64
 	allocBefore, err := scrape("http://"+ilAddr+"/metrics", "go_memstats_alloc_bytes_total")
@@ -187,12 +264,24 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 			if err != nil {
 				return err
 			}
-			for i := 0; i < calls; i++ {
-				start := time.Now()
-				if err := s.echo(); err != nil {
-					return fmt.Errorf("%s: %w", t.name, err)
+			for _, cpus := range [][]int{nil, {0}} {
+				if err := pin(procs, cpus); err != nil {
+					return fmt.Errorf("setting CPU affinity: %w", err)
 				}
-				lat[t.name] = append(lat[t.name], time.Since(start))
+				into := lat
+				if cpus != nil {
+					into = pinned
+				}
+				for i := 0; i < calls; i++ {
+					start := time.Now()
+					if err := s.echo(); err != nil {
+						return fmt.Errorf("%s: %w", t.name, err)
+					}
+					into[t.name] = append(into[t.name], time.Since(start))
+				}
+			}
+			if err := pin(procs, nil); err != nil {
+				return err
 			}
 			n, err := throughput(client, t, clients, duration)
 			if err != nil {
@@ -200,7 +289,7 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 			}
 			thr[t.name] = append(thr[t.name], float64(n)/duration.Seconds())
 			if t.name == "interlock" {
-				relayed += int64(calls) + n
+				relayed += 2*int64(calls) + n
 			}
 		}
 	}
@@ -209,8 +298,8 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 		return err
 	}
 
-	p := func(name string, q float64) time.Duration {
-		d := lat[name]
+	pct := func(m map[string][]time.Duration, name string, q float64) time.Duration {
+		d := m[name]
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 		return d[int(q*float64(len(d)-1))]
 	}
@@ -222,15 +311,21 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 	us := func(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1000) }
 	fmt.Printf("relaybench: echo over Streamable HTTP on loopback; %d rounds x %d sequential calls and %d clients x %s per target\n\n",
 		rounds, calls, clients, duration)
-	fmt.Println("| target | p50 | p90 | p99 | throughput, " + strconv.Itoa(clients) + " clients (median round) |")
-	fmt.Println("|---|---|---|---|---|")
+	p := func(name string, q float64) time.Duration { return pct(lat, name, q) }
+	pp := func(name string, q float64) time.Duration { return pct(pinned, name, q) }
+	fmt.Println("| target | p50 | p90 | p99 | p50, all on one CPU | p90, all on one CPU | throughput, " + strconv.Itoa(clients) + " clients (median round) |")
+	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, t := range targets {
-		fmt.Printf("| %s | %s | %s | %s | %.0f calls/s |\n", t.name, us(p(t.name, .5)), us(p(t.name, .9)), us(p(t.name, .99)), med(thr[t.name]))
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %.0f calls/s |\n", t.name, us(p(t.name, .5)), us(p(t.name, .9)), us(p(t.name, .99)),
+			us(pp(t.name, .5)), us(pp(t.name, .9)), med(thr[t.name]))
 	}
+	fmt.Printf("\nbaseline: a plain httputil.ReverseProxy (no auth, no parsing) adds %s at p50 and keeps %.0f%% of the throughput\n",
+		us(p("reverse-proxy", .5)-p("direct", .5)), med(thr["reverse-proxy"])/med(thr["direct"])*100)
 	added := p("interlock", .5) - p("direct", .5)
 	ratio := med(thr["interlock"]) / med(thr["direct"])
 	perCall := (allocAfter - allocBefore) / float64(relayed)
-	fmt.Printf("\nadded at p50: %s (target ≤ 100 µs)\n", us(added))
+	fmt.Printf("\nadded at p50: %s; with every process on one CPU: %s (target ≤ 100 µs)\n", us(added), us(pp("interlock", .5)-pp("direct", .5)))
+	fmt.Printf("baseline with every process on one CPU: the reverse proxy adds %s\n", us(pp("reverse-proxy", .5)-pp("direct", .5)))
 	fmt.Printf("throughput kept with %d clients: %.0f%% (target ≥ 60%%)\n", clients, ratio*100)
 	fmt.Printf("allocated by interlock per relayed call: %.1f KiB (target ≤ 64 KiB; %d calls, includes idle background work)\n", perCall/1024, relayed)
 	return nil
@@ -372,4 +467,21 @@ func scrape(url, metric string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("metric %s not found", metric)
+}
+
+// reverseProxy serves a plain httputil.ReverseProxy to target on addr: the
+// baseline for what any extra HTTP hop costs on this machine.
+func reverseProxy(addr, target string) {
+	u, err := url.Parse(target)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.FlushInterval = -1
+	p.Transport = &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
+	if err := http.ListenAndServe(addr, p); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }

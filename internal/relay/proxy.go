@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,46 +124,56 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		}
 	}
 
-	ctx := req.Context()
-	if req.Method == http.MethodPost && requests > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, up.Timeout)
-		defer cancel()
-	}
-	var rdr io.Reader
-	if body != nil {
-		rdr = bytes.NewReader(body)
-	}
-	out, err := http.NewRequestWithContext(ctx, req.Method, up.URL, rdr)
-	if err != nil {
-		r.upstreamFailed(w, req, up, pending, denials, fmt.Errorf("building request: %w", err))
-		return
-	}
+	hdr := make(http.Header, len(forwardedRequestHeaders)+len(up.Headers)+1)
 	for _, k := range forwardedRequestHeaders {
 		if v, ok := req.Header[k]; ok {
-			out.Header[k] = v
+			hdr[k] = v
 		}
 	}
 	for k, v := range req.Header {
 		if strings.HasPrefix(k, "Mcp-Param-") {
-			out.Header[k] = v
+			hdr[k] = v
 		}
 	}
 	if upstreamSession != "" {
-		out.Header.Set(headerSessionID, upstreamSession)
+		hdr.Set(headerSessionID, upstreamSession)
 	}
 	for k, v := range up.Headers {
-		out.Header[k] = v
+		hdr[k] = v
 	}
-	resp, err := r.client.Do(out)
-	if err != nil {
-		if req.Context().Err() != nil {
-			return // the agent went away; nothing to answer
+	var resp *http.Response
+	if pool := r.poolFor(up); req.Method == http.MethodPost && pool != nil {
+		ur, err := pool.post(req.Context(), hdr, body, up.Timeout)
+		if err != nil {
+			if req.Context().Err() != nil {
+				return // the agent went away; nothing to answer
+			}
+			r.upstreamFailed(w, req, up, pending, denials, err)
+			return
 		}
-		r.upstreamFailed(w, req, up, pending, denials, err)
-		return
+		defer ur.Close()
+		resp = ur.Response
+	} else {
+		var rdr io.Reader
+		if body != nil {
+			rdr = bytes.NewReader(body)
+		}
+		out, err := http.NewRequestWithContext(req.Context(), req.Method, up.URL, rdr)
+		if err != nil {
+			r.upstreamFailed(w, req, up, pending, denials, fmt.Errorf("building request: %w", err))
+			return
+		}
+		out.Header = hdr
+		resp, err = r.client.Do(out)
+		if err != nil {
+			if req.Context().Err() != nil {
+				return
+			}
+			r.upstreamFailed(w, req, up, pending, denials, err)
+			return
+		}
+		defer resp.Body.Close()
 	}
-	defer resp.Body.Close()
 
 	if resp.StatusCode == http.StatusUnauthorized {
 		r.obs.UpstreamError(up.Name, "unauthorized")

@@ -110,6 +110,9 @@ type Relay struct {
 	client    *http.Client
 	obs       Observer
 
+	poolMu sync.Mutex
+	pools  map[string]*upstreamPool // fast POST path per HTTP upstream
+
 	mu       sync.Mutex
 	sessions map[string]*session // message-level sessions by downstream id
 	shared   map[string]*sharedLeg
@@ -149,6 +152,7 @@ func New(opts Options) (*Relay, error) {
 		obs:       opts.Observer,
 		sessions:  map[string]*session{},
 		shared:    map[string]*sharedLeg{},
+		pools:     map[string]*upstreamPool{},
 		done:      make(chan struct{}),
 	}
 	if r.client == nil {
@@ -209,6 +213,11 @@ func (r *Relay) Close() error {
 	if t, ok := r.client.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
 	}
+	r.poolMu.Lock()
+	for _, p := range r.pools {
+		p.closeIdle()
+	}
+	r.poolMu.Unlock()
 	return nil
 }
 
