@@ -344,3 +344,49 @@ func TestDemo(t *testing.T) {
 		t.Fatal("demo did not stop on cancel")
 	}
 }
+
+// Tokens: several per agent, each revocable; a revoked token is refused by a
+// running gateway (another process) within the registry's cache window.
+func TestTokensRevokeStopsARunningGateway(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := writeConfig(t, dir, fmt.Sprintf("listen: %s\nstorage: {dsn: interlock.db}\nupstreams:\n  - name: x\n    url: http://127.0.0.1:1/mcp\n", addr))
+	agent(t, cfg, "bot", "o@example.com")
+	out, _, err := run(t, "agents", "tokens", "create", "bot", "--config", cfg, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ ID, Token string }
+	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("tokens create: %q %v", out, err)
+	}
+	out, _, err = run(t, "agents", "tokens", "list", "bot", "--config", cfg, "--json")
+	if err != nil || strings.Count(out, `"id"`) != 2 || strings.Contains(out, tok.Token) {
+		t.Fatalf("tokens list: %q %v", out, err)
+	}
+	serveInProcess(t, cfg)
+	status := func() int {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/mcp/x", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := status(); s == http.StatusUnauthorized {
+		t.Fatal("a fresh token was refused")
+	}
+	if _, _, err := run(t, "agents", "tokens", "revoke", tok.ID, "--config", cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for status() != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked token is still accepted by the running gateway")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -162,6 +162,88 @@ func (c *cli) agentsCmd() *cobra.Command {
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
 	c.addConfigFlag(list)
-	cmd.AddCommand(create, list)
+	cmd.AddCommand(create, list, c.tokensCmd())
+	return cmd
+}
+
+func (c *cli) tokensCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "Manage an agent's tokens (several per agent; each revocable)"}
+	var ttl time.Duration
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create AGENT",
+		Short: "Issue another token for an agent (shown once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+				t, token, err := reg.CreateToken(cmd.Context(), args[0], ttl)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(c.stdout).Encode(map[string]string{"id": t.ID, "agent": args[0], "token": token})
+				}
+				fmt.Fprintf(c.stdout, "token %s for agent %s (shown once, store it now): %s\n", t.ID, args[0], token)
+				return nil
+			})
+		},
+	}
+	create.Flags().DurationVar(&ttl, "ttl", 0, "expire after this long (default: never)")
+	create.Flags().BoolVar(&asJSON, "json", false, "print a JSON object with id and token")
+	c.addConfigFlag(create)
+
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list AGENT",
+		Short: "List an agent's tokens (never the tokens themselves)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+				tokens, err := reg.ListTokens(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				ts := func(t time.Time) string {
+					if t.IsZero() {
+						return ""
+					}
+					return t.UTC().Format(time.RFC3339)
+				}
+				if listJSON {
+					out := make([]map[string]string, 0, len(tokens))
+					for _, t := range tokens {
+						out = append(out, map[string]string{"id": t.ID, "created_at": ts(t.CreatedAt), "expires_at": ts(t.ExpiresAt),
+							"revoked_at": ts(t.RevokedAt), "last_used_at": ts(t.LastUsedAt)})
+					}
+					return json.NewEncoder(c.stdout).Encode(out)
+				}
+				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tCREATED\tEXPIRES\tREVOKED\tLAST USED")
+				for _, t := range tokens {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, ts(t.CreatedAt), ts(t.ExpiresAt), ts(t.RevokedAt), ts(t.LastUsedAt))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	c.addConfigFlag(list)
+
+	revoke := &cobra.Command{
+		Use:   "revoke TOKEN-ID",
+		Short: "Revoke a token: calls made with it are refused from then on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+				if err := reg.RevokeToken(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "revoked token %s\n", args[0])
+				return nil
+			})
+		},
+	}
+	c.addConfigFlag(revoke)
+	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

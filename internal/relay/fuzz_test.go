@@ -60,6 +60,7 @@ func FuzzSSEReader(f *testing.F) {
 	f.Add([]byte("\r\n\r\ndata:\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		rd := newSSEReader(bytes.NewReader(in), 1<<16)
+		defer rd.release()
 		var raw bytes.Buffer
 		for i := 0; i < 10000; i++ {
 			ev, err := rd.next()

@@ -117,6 +117,19 @@ func parseBody(body []byte) (msgs []message, batch bool, err error) {
 	return msgs, true, nil
 }
 
+// responseID returns the id of a JSON-RPC response, or nil for anything
+// else. It decodes only what it needs (a relay of responses calls it often).
+func responseID(data []byte) json.RawMessage {
+	var e struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if json.Unmarshal(data, &e) != nil || e.Method != "" || isJSONNull(e.ID) {
+		return nil
+	}
+	return e.ID
+}
+
 func isJSONNull(b json.RawMessage) bool {
 	return len(b) == 4 && string(b) == "null"
 }

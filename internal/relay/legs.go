@@ -378,6 +378,7 @@ func (l *httpLeg) readStream(ctx context.Context, body io.ReadCloser, related st
 
 func (l *httpLeg) readEvents(body io.Reader, related string, want json.RawMessage) (gotResponse bool, lastID string, retry time.Duration, err error) {
 	rd := newSSEReader(body, maxStdioLine)
+	defer rd.release()
 	for {
 		ev, err := rd.next()
 		if err != nil {

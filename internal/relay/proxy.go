@@ -239,6 +239,7 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 		}
 	}
 	rd := newSSEReader(body, int(r.opts.MaxMessageBytes*4))
+	defer rd.release()
 	for {
 		ev, err := rd.next()
 		if err != nil {
@@ -256,8 +257,8 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 			return
 		}
 		if len(pending) > 0 && len(ev.Data) > 0 {
-			if m, err := parseMessage(ev.Data); err == nil && m.isResponse() {
-				delete(pending, idKey(m.ID))
+			if id := responseID(ev.Data); id != nil {
+				delete(pending, idKey(id))
 			}
 		}
 		if sw.writeRaw(ev.Raw) != nil {

@@ -793,3 +793,58 @@ func TestSharedStdioUpstream(t *testing.T) {
 		t.Errorf("per-session upstream ran in %d processes for 3 sessions, want 3", n)
 	}
 }
+
+// A 2026-07-28 (stateless) client and server talk through interlock: no
+// initialize handshake, no session, Mcp-Method/Mcp-Name headers checked by
+// the upstream against the body.
+func TestStatelessEraPassesThrough(t *testing.T) {
+	e := newEnv(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	up := newTestServer(&upstreamSignals{})
+	var sawMethodHeader bool
+	var mu sync.Mutex
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, &mcp.StreamableHTTPOptions{Stateless: true})
+	upSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if r.Header.Get("Mcp-Method") == "tools/call" && r.Header.Get("Mcp-Name") == "echo" {
+			sawMethodHeader = true
+		}
+		mu.Unlock()
+		sdk.ServeHTTP(w, r)
+	}))
+	defer upSrv.Close()
+	r, err := relay.New(relay.Options{
+		Upstreams:  []relay.Upstream{{Name: "modern", URL: upSrv.URL}},
+		Auth:       e.reg,
+		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
+		SessionKey: bytes.Repeat([]byte("k"), 32),
+		Logger:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	srv := httptest.NewServer(server.New(server.Options{AllowedHosts: []string{"127.0.0.1"}, MCP: r.Handler(), Logger: log}))
+	defer srv.Close()
+	c := mcp.NewClient(&mcp.Implementation{Name: "modern-agent", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: srv.URL + "/mcp/modern",
+		HTTPClient: &http.Client{Transport: bearerRT{e.token}}}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if v := cs.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("negotiated %q through interlock, want 2026-07-28", v)
+	}
+	if res, err := call(t, cs, "echo", map[string]any{"text": "modern"}); err != nil || text(t, res) != "modern" {
+		t.Fatalf("echo: %v %v", res, err)
+	}
+	if res, err := call(t, cs, "forbidden", map[string]any{}); err != nil || !res.IsError {
+		t.Fatalf("gated call: %v %v", res, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !sawMethodHeader {
+		t.Error("the upstream never saw the Mcp-Method/Mcp-Name headers")
+	}
+}

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 )
 
 // sseEvent is one server-sent event. Raw is the event exactly as read,
 // including its terminating blank line, so a relay can pass it on unchanged.
+// Raw and Data share the reader's buffers: they are valid until the next
+// call to next.
 type sseEvent struct {
 	Raw  []byte
 	ID   []byte
@@ -20,12 +23,29 @@ type sseEvent struct {
 
 // sseReader reads events from a text/event-stream body (WHATWG HTML §9.2).
 type sseReader struct {
-	r   *bufio.Reader
-	max int
+	r         *bufio.Reader
+	max       int
+	raw, data bytes.Buffer
 }
 
+var sseReaders = sync.Pool{New: func() any { return &sseReader{r: bufio.NewReaderSize(nil, 16<<10)} }}
+
+// newSSEReader takes a reader from the pool; give it back with release.
 func newSSEReader(r io.Reader, maxEvent int) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), max: maxEvent}
+	s := sseReaders.Get().(*sseReader)
+	s.r.Reset(r)
+	s.max = maxEvent
+	return s
+}
+
+// release returns the reader to the pool; no event it returned may be used
+// afterwards.
+func (s *sseReader) release() {
+	s.r.Reset(nil)
+	if s.raw.Cap() > 64<<10 || s.data.Cap() > 64<<10 {
+		return // keep the pool's buffers small
+	}
+	sseReaders.Put(s)
 }
 
 var errEventTooLarge = errors.New("server-sent event too large")
@@ -35,8 +55,9 @@ var errEventTooLarge = errors.New("server-sent event too large")
 // the relay forwards them; io.EOF at a clean end of stream.
 func (s *sseReader) next() (sseEvent, error) {
 	var ev sseEvent
-	var raw bytes.Buffer
-	var data bytes.Buffer
+	raw, data := &s.raw, &s.data
+	raw.Reset()
+	data.Reset()
 	hasData := false
 	for {
 		line, err := s.r.ReadSlice('\n')
