@@ -192,7 +192,88 @@ type Store interface {
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	PutMetaIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
 
+	AuditStore
+
 	// Ping checks that the store answers (readiness).
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// ---- audit chain ----
+
+// AuditEvent is one record of the tamper-evident audit chain. Seq numbers
+// are contiguous from 1; each event carries the hash of the one before it
+// (PrevHash; 32 zero bytes for Seq 1) and its own Hash, both computed by the
+// audit package over a canonical encoding. The store keeps them as given.
+type AuditEvent struct {
+	Seq      int64
+	Time     time.Time
+	Type     string // "decision", "forwarded", "result", ...
+	CallID   string // groups the events of one call ("" when none)
+	AgentID  string // "" when none
+	Data     []byte // canonical JSON object (the event body)
+	PrevHash []byte
+	Hash     []byte
+}
+
+// AuditHead is the end of the chain: the last Seq and its Hash (0 and 32
+// zero bytes for an empty chain).
+type AuditHead struct {
+	Seq  int64
+	Hash []byte
+}
+
+// AuditFilter selects audit events for reading. Zero fields select all.
+type AuditFilter struct {
+	AfterSeq int64     // events with Seq > AfterSeq
+	Since    time.Time // events with Time >= Since
+	AgentID  string
+	Types    []string
+	Limit    int // at most this many (0: no limit), in Seq order
+}
+
+// Checkpoint is a signed statement of the chain head at Seq.
+type Checkpoint struct {
+	Seq       int64
+	Hash      []byte // the Hash of event Seq
+	Time      time.Time
+	KeyID     string
+	Signature []byte
+}
+
+// BudgetEntry is one amount charged to a budget key at a time.
+type BudgetEntry struct {
+	Key    string // budget id and scope, e.g. "daily-spend/agent/procurement-bot"
+	Time   time.Time
+	Amount float64
+	CallID string
+}
+
+// AuditStore is the audit and budget part of the store (Store embeds it).
+type AuditStore interface {
+	// AppendAudit appends to the chain atomically: within one write
+	// transaction that serialises every appender (one writer on SQLite, a
+	// row lock on the head in PostgreSQL), it reads the head, calls build
+	// with it, checks that the events build returns continue the chain
+	// (Seq = head.Seq+1, +2, ... and the first PrevHash = head.Hash), and
+	// inserts them. An error from build aborts and is returned as is.
+	AppendAudit(ctx context.Context, build func(head AuditHead) ([]AuditEvent, error)) error
+	AuditHead(ctx context.Context) (AuditHead, error)
+	// ListAudit returns events in Seq order.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	PutCheckpoint(ctx context.Context, c Checkpoint) error
+	// ListCheckpoints returns checkpoints in Seq order.
+	ListCheckpoints(ctx context.Context) ([]Checkpoint, error)
+
+	// ChargeBudget adds e.Amount to key e.Key if the sum of the key's
+	// entries with Time > since, plus e.Amount, stays within limit; it
+	// returns that sum (with e.Amount when charged) and whether it charged.
+	// Check and charge are one atomic step, so concurrent callers (and
+	// replicas) can never overrun the limit together.
+	ChargeBudget(ctx context.Context, e BudgetEntry, since time.Time, limit float64) (total float64, charged bool, err error)
+	// BudgetTotals returns, for each key, the sum of its entries with
+	// Time > since (0 for keys without entries).
+	BudgetTotals(ctx context.Context, keys []string, since time.Time) (map[string]float64, error)
+	// PruneBudget deletes entries with Time <= before.
+	PruneBudget(ctx context.Context, before time.Time) error
 }
