@@ -21,14 +21,16 @@ type Config struct {
 	// PublicURL is the URL agents and browsers reach the gateway at. Default
 	// http://<listen>.
 	PublicURL string `yaml:"public_url"`
-	// AllowedHosts lists the Host header values (host or host:port) accepted on
-	// every request, and the origins' hosts accepted in the Origin header.
-	// Default: the host of PublicURL plus localhost, 127.0.0.1 and [::1] on the
-	// listen port.
+	// AllowedHosts lists the Host header values (host, or host:port) accepted
+	// on every request, and the hosts accepted in the Origin header. An
+	// entry without a port matches any port. Default: localhost, 127.0.0.1
+	// and [::1], plus the host of PublicURL.
 	AllowedHosts []string   `yaml:"allowed_hosts"`
 	Storage      Storage    `yaml:"storage"`
 	Upstreams    []Upstream `yaml:"upstreams"`
 	Relay        Relay      `yaml:"relay"`
+	Policy       Policy     `yaml:"policy"`
+	Audit        Audit      `yaml:"audit"`
 	Log          Log        `yaml:"log"`
 
 	// src remembers where the values came from (file name, line of every
@@ -81,6 +83,28 @@ type Relay struct {
 	// SessionIdleTimeout ends downstream sessions that saw no request for
 	// this long. Default 30m.
 	SessionIdleTimeout Duration `yaml:"session_idle_timeout"`
+}
+
+// Policy selects the policy that decides every gated call.
+type Policy struct {
+	// File is the policy file (docs/policy.md), relative to the config
+	// file. Empty: a built-in policy that denies every gated call (fail
+	// closed), with a warning at start-up.
+	File string `yaml:"file"`
+	// WatchInterval is how often the file is checked for changes (a
+	// changed file is compiled and swapped in; on error the old policy
+	// stays). Default 2s. SIGHUP reloads at once.
+	WatchInterval Duration `yaml:"watch_interval"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	// Redact names tool arguments whose values are replaced by
+	// "[redacted]" in audit events, at any depth, compared
+	// case-insensitively. The argument digest still covers the real values.
+	Redact []string `yaml:"redact"`
+	// CheckpointInterval is how often the chain head is signed. Default 1m.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 }
 
 // Log configures log/slog output.

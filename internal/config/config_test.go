@@ -94,7 +94,7 @@ upstreams:
       TOKEN: ${FILES_TOKEN:-none}
     dir: work
     shared: true
-    prefix: ""
+    prefix: "fs-"
 relay:
   max_message_bytes: 1048576
   session_idle_timeout: 1h
@@ -128,7 +128,7 @@ func TestParseFullConfig(t *testing.T) {
 		{"files env (default used)", cfg.Upstreams[1].Env["TOKEN"], "none"},
 		{"files dir (relative to the file)", cfg.Upstreams[1].Dir, filepath.Join(dir, "work")},
 		{"files shared", cfg.Upstreams[1].Shared, true},
-		{"files prefix (explicitly empty)", cfg.Upstreams[1].Prefix, ""},
+		{"files prefix (explicit)", cfg.Upstreams[1].Prefix, "fs-"},
 		{"files timeout (default)", cfg.Upstreams[1].Timeout, Duration(5 * time.Minute)},
 		{"relay.max_message_bytes", cfg.Relay.MaxMessageBytes, int64(1 << 20)},
 		{"relay.session_idle_timeout", cfg.Relay.SessionIdleTimeout, Duration(time.Hour)},
@@ -857,5 +857,28 @@ func TestListenPortZeroPicksAFreePort(t *testing.T) {
 	}
 	if cfg.PublicURL != "http://127.0.0.1" {
 		t.Errorf("public_url %q, want http://127.0.0.1", cfg.PublicURL)
+	}
+}
+
+func TestPrefixesMustNotStartEachOther(t *testing.T) {
+	env := LoadOptions{Getenv: func(string) (string, bool) { return "", false }}
+	for _, tc := range []struct {
+		name, src string
+		ok        bool
+	}{
+		{"default prefixes a_ and a_b_", "upstreams:\n  - {name: a, url: 'http://x/mcp'}\n  - {name: a_b, url: 'http://y/mcp'}\n", false},
+		{"empty prefix with another upstream", "upstreams:\n  - {name: a, url: 'http://x/mcp', prefix: ''}\n  - {name: b, url: 'http://y/mcp'}\n", false},
+		{"empty prefix alone", "upstreams:\n  - {name: a, url: 'http://x/mcp', prefix: ''}\n", true},
+		{"distinct", "upstreams:\n  - {name: acme, url: 'http://x/mcp'}\n  - {name: files, url: 'http://y/mcp'}\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.src), "x.yaml", env)
+			if tc.ok && err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "start alike")) {
+				t.Fatalf("want a prefix collision problem, got %v", err)
+			}
+		})
 	}
 }

@@ -73,6 +73,23 @@ relay:
   # Agent sessions with no request for this long are ended. Default: 30m.
   session_idle_timeout: 30m
 
+policy:
+  # The policy file that decides every tool call (docs/policy.md), relative to
+  # this file. Without one, interlock denies every tool call (fail closed).
+  # "interlock demo" writes a worked example; so does examples/acme/policy.yaml.
+  file: ""
+  # How often the policy file is checked for changes; a changed file is
+  # compiled and swapped in, and on error the old policy stays. SIGHUP reloads
+  # at once. Default: 2s.
+  watch_interval: 2s
+
+audit:
+  # Tool arguments whose values are replaced by "[redacted]" in the audit log
+  # (any depth, case-insensitive). The argument digest still covers them.
+  redact: [password, token, secret, api_key, card_number]
+  # How often the head of the audit chain is signed (a checkpoint). Default: 1m.
+  checkpoint_interval: 1m
+
 log:
   # debug, info, warn or error. Default: info.
   level: info

@@ -91,6 +91,15 @@ func (c *Config) applyDefaults(configDir string) {
 	if c.Relay.SessionIdleTimeout == 0 {
 		c.Relay.SessionIdleTimeout = Duration(DefaultSessionIdleTimeout)
 	}
+	if c.Policy.File != "" && !filepath.IsAbs(c.Policy.File) && configDir != "" {
+		c.Policy.File = filepath.Join(configDir, c.Policy.File)
+	}
+	if c.Policy.WatchInterval == 0 {
+		c.Policy.WatchInterval = Duration(2 * time.Second)
+	}
+	if c.Audit.CheckpointInterval == 0 {
+		c.Audit.CheckpointInterval = Duration(time.Minute)
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
@@ -270,6 +279,18 @@ func (c *Config) validate() []Problem {
 		k.add("relay.session_idle_timeout", "must be positive, got %s", k.show("relay.session_idle_timeout", c.Relay.SessionIdleTimeout.String()))
 	}
 
+	if c.Policy.WatchInterval < 0 {
+		k.add("policy.watch_interval", "must be positive, got %s", k.show("policy.watch_interval", c.Policy.WatchInterval.String()))
+	}
+	if c.Audit.CheckpointInterval < 0 {
+		k.add("audit.checkpoint_interval", "must be positive, got %s", k.show("audit.checkpoint_interval", c.Audit.CheckpointInterval.String()))
+	}
+	for i, r := range c.Audit.Redact {
+		if strings.TrimSpace(r) == "" {
+			k.add(fmt.Sprintf("audit.redact[%d]", i), "must name an argument")
+		}
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -313,6 +334,15 @@ func (c *Config) validateUpstreams(k *checker) {
 			if j, ok := prefixes[u.Prefix]; ok {
 				k.add(p+".prefix", "prefix %s is also used by upstream %q (tool names would collide)", k.show(p+".prefix", u.Prefix), c.Upstreams[j].Name)
 			} else {
+				// One prefix must not start another ("a_" and "a_b_"): upstream
+				// a's tool "b_x" and upstream a_b's tool "x" would both be a_b_x.
+				for other, j := range prefixes {
+					if strings.HasPrefix(u.Prefix, other) || strings.HasPrefix(other, u.Prefix) {
+						k.add(p+".prefix", "prefix %s and upstream %q's prefix %q start alike, so tool names on /mcp could collide; choose prefixes where neither starts the other",
+							k.show(p+".prefix", u.Prefix), c.Upstreams[j].Name, other)
+						break
+					}
+				}
 				prefixes[u.Prefix] = i
 			}
 		}

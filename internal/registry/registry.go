@@ -32,7 +32,17 @@ import (
 
 // ErrUnauthenticated is returned (wrapped, with the reason) by Authenticate
 // for a token that is malformed, unknown, revoked or expired.
-var ErrUnauthenticated = errors.New("registry: unauthenticated")
+var ErrUnauthenticated error = authError("registry: unauthenticated")
+
+// authError is the type of ErrUnauthenticated. Its BadToken method lets
+// callers that must not import this package (the relay) tell a bad token
+// (401) from a store that cannot answer (503).
+type authError string
+
+func (e authError) Error() string { return string(e) }
+
+// BadToken reports that the error is about the token itself.
+func (authError) BadToken() bool { return true }
 
 const (
 	// TokenPrefix starts every agent token.

@@ -261,19 +261,4 @@ func withID(m message, id json.RawMessage) (message, error) {
 	return m, nil
 }
 
-// withResult re-encodes a response with another result.
-func withResult(m message, result json.RawMessage) (message, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(m.Raw, &fields); err != nil {
-		return m, err
-	}
-	fields["result"] = result
-	raw, err := json.Marshal(fields)
-	if err != nil {
-		return m, err
-	}
-	m.Raw = raw
-	return m, nil
-}
-
 func quoteID(s string) json.RawMessage { return json.RawMessage(strconv.Quote(s)) }

@@ -56,7 +56,7 @@ const maxStdioLine = 64 << 20
 
 func startStdioLeg(up *Upstream, log *slog.Logger, s sink) (*stdioLeg, error) {
 	cmd := exec.Command(up.Command[0], up.Command[1:]...)
-	cmd.Env = append(os.Environ(), up.Env...)
+	cmd.Env = childEnv(os.Environ(), up.Env)
 	cmd.Dir = up.Dir
 	// Own process group, so that closing kills grandchildren (npx → node).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -121,6 +121,30 @@ func startStdioLeg(up *Upstream, log *slog.Logger, s sink) (*stdioLeg, error) {
 		s.legFailed(l, l.err)
 	}()
 	return l, nil
+}
+
+// inheritedEnv are the variables of interlock's own environment a stdio
+// upstream inherits: what programs need to run (paths, locale, temp dirs,
+// proxies, CA certificates), never interlock's secrets or another
+// upstream's. Anything else a server needs goes in its config `env`.
+var inheritedEnv = map[string]bool{
+	"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "LANG": true,
+	"LANGUAGE": true, "TZ": true, "TMPDIR": true, "TEMP": true, "TMP": true, "TERM": true,
+	"HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true, "http_proxy": true, "https_proxy": true, "no_proxy": true,
+	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true, "NODE_EXTRA_CA_CERTS": true,
+}
+
+// childEnv builds a stdio upstream's environment from interlock's (only
+// inheritedEnv, LC_* and XDG_*) and the upstream's configured variables.
+func childEnv(parent, extra []string) []string {
+	env := make([]string, 0, len(extra)+16)
+	for _, kv := range parent {
+		k, _, _ := strings.Cut(kv, "=")
+		if inheritedEnv[k] || strings.HasPrefix(k, "LC_") || strings.HasPrefix(k, "XDG_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }
 
 // readLine reads one '\n'-terminated line (without the newline), up to max bytes.

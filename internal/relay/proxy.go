@@ -57,6 +57,8 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	}
 
 	var (
+		trackers map[string]*tracker // forwarded gated requests, by id
+		endWhy   = "no answer came back on this request's stream (the agent may resume it)"
 		body     []byte
 		denials  [][]byte
 		pending  map[string]bool // ids of requests forwarded, awaiting a response
@@ -100,10 +102,17 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 					w.Write(errorResponse(m.ID, codeHeaderMismatch, "Mcp-Method/Mcp-Name headers do not match the request body"))
 					return
 				}
-				if d := r.check(req.Context(), &Call{Principal: p, Upstream: up.Name, Method: m.Method,
-					Name: name, Params: m.Params, Session: upstreamSession, Transport: "http"}); d != nil {
+				d, tr := r.check(req.Context(), &Call{Principal: p, Upstream: up.Name, Method: m.Method,
+					Name: name, Params: m.Params, Session: req.Header.Get(headerSessionID), Transport: "http", ClientIP: clientIP(req)})
+				if d != nil {
 					denials = append(denials, denialResponse(m, d))
 					continue
+				}
+				if tr != nil {
+					if trackers == nil {
+						trackers = map[string]*tracker{}
+					}
+					trackers[idKey(m.ID)] = tr
 				}
 			}
 			if m.isRequest() {
@@ -124,6 +133,11 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		}
 	}
 
+	defer func() {
+		for _, t := range trackers {
+			t.failed(endWhy)
+		}
+	}()
 	hdr := make(http.Header, len(forwardedRequestHeaders)+len(up.Headers)+1)
 	for _, k := range forwardedRequestHeaders {
 		if v, ok := req.Header[k]; ok {
@@ -145,8 +159,10 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	if pool := r.poolFor(up); req.Method == http.MethodPost && pool != nil {
 		ur, err := pool.post(req.Context(), hdr, body, up.Timeout)
 		if err != nil {
+			endWhy = "upstream unavailable: " + err.Error()
 			if req.Context().Err() != nil {
-				return // the agent went away; nothing to answer
+				endWhy = "the agent went away before the upstream answered"
+				return // nothing to answer
 			}
 			r.upstreamFailed(w, req, up, pending, denials, err)
 			return
@@ -166,7 +182,9 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		out.Header = hdr
 		resp, err = r.client.Do(out)
 		if err != nil {
+			endWhy = "upstream unavailable: " + err.Error()
 			if req.Context().Err() != nil {
+				endWhy = "the agent went away before the upstream answered"
 				return
 			}
 			r.upstreamFailed(w, req, up, pending, denials, err)
@@ -179,6 +197,7 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		r.obs.UpstreamError(up.Name, "unauthorized")
 		r.log.Warn("upstream refused interlock's credentials", "upstream", up.Name)
 		writeHTTPError(w, http.StatusBadGateway, fmt.Sprintf("upstream %q refused interlock's credentials (HTTP 401); ask the operator to check its headers", up.Name))
+		endWhy = "upstream refused interlock's credentials (HTTP 401)"
 		return
 	}
 	h := w.Header()
@@ -199,16 +218,22 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	case strings.HasPrefix(ct, "text/event-stream"):
 		h.Set("X-Accel-Buffering", "no")
 		w.WriteHeader(resp.StatusCode)
-		r.relayStream(w, req, resp.Body, up, pending, denials)
-	case len(denials) > 0 && strings.HasPrefix(ct, "application/json"):
+		endWhy = r.relayStream(w, req, resp.Body, up, pending, denials, trackers)
+	case (len(denials) > 0 || len(trackers) > 0) && strings.HasPrefix(ct, "application/json"):
 		var upBody bytes.Buffer
 		if _, err := upBody.ReadFrom(io.LimitReader(resp.Body, r.opts.MaxMessageBytes*4)); err != nil {
 			r.upstreamFailed(w, req, up, pending, denials, err)
 			return
 		}
-		merged := mergeJSONResponses(upBody.Bytes(), denials)
+		observeJSON(upBody.Bytes(), trackers)
+		out := upBody.Bytes()
+		if len(denials) > 0 {
+			out = mergeJSONResponses(out, denials)
+		} else {
+			h.Set("Content-Length", fmt.Sprint(len(out)))
+		}
 		w.WriteHeader(resp.StatusCode)
-		w.Write(merged)
+		w.Write(out)
 	case len(denials) > 0 && resp.StatusCode == http.StatusAccepted:
 		// The forwarded part held no requests; the refusals still need answers.
 		for k := range h {
@@ -216,6 +241,9 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		}
 		writeJSONMessages(w, denials, batch)
 	default:
+		if resp.StatusCode >= 400 {
+			endWhy = fmt.Sprintf("the upstream answered HTTP %d", resp.StatusCode)
+		}
 		if resp.ContentLength >= 0 {
 			h.Set("Content-Length", fmt.Sprint(resp.ContentLength))
 		}
@@ -231,11 +259,12 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 // upstream stream breaks (not a clean end: a clean end with requests still
 // open is SSE polling, and the agent resumes with Last-Event-ID), every
 // request still waiting gets a JSON-RPC error so the agent does not hang.
-func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Reader, up *Upstream, pending map[string]bool, denials [][]byte) {
+// It returns why tracked requests left unanswered ended.
+func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Reader, up *Upstream, pending map[string]bool, denials [][]byte, trackers map[string]*tracker) string {
 	sw := newSSEWriter(w)
 	for _, d := range denials {
 		if sw.writeMessage("", d) != nil {
-			return
+			return "the agent went away"
 		}
 	}
 	rd := newSSEReader(body, int(r.opts.MaxMessageBytes*4))
@@ -243,26 +272,57 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 	for {
 		ev, err := rd.next()
 		if err != nil {
-			if err == io.EOF || req.Context().Err() != nil {
-				return
+			if req.Context().Err() != nil {
+				return "the agent went away before the upstream answered"
+			}
+			if err == io.EOF {
+				return "the upstream ended the stream before answering (the agent may resume it)"
 			}
 			r.obs.UpstreamError(up.Name, "stream")
 			r.log.Warn("upstream stream broke", "upstream", up.Name, "open_requests", len(pending), "err", err)
 			for id := range pending {
 				if sw.writeMessage("", errorResponse(json.RawMessage(id), codeUpstreamError,
 					fmt.Sprintf("upstream %q failed before answering: %v", up.Name, err))) != nil {
-					return
+					break
 				}
 			}
-			return
+			return "the upstream failed before answering: " + err.Error()
+		}
+		if r.opts.OnListChanged != nil && bytes.Contains(ev.Data, []byte("list_changed")) {
+			if m, err := parseMessage(ev.Data); err == nil {
+				r.listChanged(up.Name, &m)
+			}
 		}
 		if len(pending) > 0 && len(ev.Data) > 0 {
 			if id := responseID(ev.Data); id != nil {
-				delete(pending, idKey(id))
+				k := idKey(id)
+				delete(pending, k)
+				if t := trackers[k]; t != nil {
+					t.answered(ev.Data)
+				}
 			}
 		}
 		if sw.writeRaw(ev.Raw) != nil {
-			return
+			return "the agent went away"
+		}
+	}
+}
+
+// observeJSON reports the answers in a JSON body (one message or a batch)
+// to their trackers.
+func observeJSON(body []byte, trackers map[string]*tracker) {
+	if len(trackers) == 0 {
+		return
+	}
+	msgs, _, err := parseBody(body)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		if m.isResponse() {
+			if t := trackers[idKey(m.ID)]; t != nil {
+				t.answered(m.Raw)
+			}
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,16 +30,43 @@ import (
 	"github.com/interlock-dev/interlock/internal/store"
 )
 
-// Authenticator resolves an agent's bearer token.
+// Authenticator resolves an agent's bearer token. A token that is unknown,
+// malformed, revoked or expired is an error with a BadToken() bool method
+// that reports true somewhere in its chain (401); any other error means
+// tokens cannot be checked now (503).
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (store.Principal, error)
 }
 
+// isBadToken reports whether an Authenticator error is about the token.
+func isBadToken(err error) bool {
+	var bt interface{ BadToken() bool }
+	return errors.As(err, &bt) && bt.BadToken()
+}
+
 // Gate decides gated requests. It is asked before a gated request is
-// forwarded; a non-nil Denial refuses the request, and so does an error
-// (fail closed).
+// forwarded; a Verdict with a Denial refuses the request, and so does an
+// error (fail closed).
 type Gate interface {
-	Check(ctx context.Context, c *Call) (*Denial, error)
+	Check(ctx context.Context, c *Call) (*Verdict, error)
+}
+
+// Verdict is the gate's answer to one gated request. A nil Verdict, or one
+// without Deny, lets the request go on.
+type Verdict struct {
+	Deny *Denial
+	// Done, if set, is called exactly once when a forwarded request ends:
+	// answered, failed, cancelled, or left to a resumed stream.
+	Done func(Outcome)
+}
+
+// Outcome is how a forwarded gated request ended.
+type Outcome struct {
+	Forwarded time.Time     // when the relay sent it upstream
+	Duration  time.Duration // from forwarding to the end
+	Answered  bool          // a response came back through the relay
+	IsError   bool          // that response was a JSON-RPC error or a tool result with isError
+	Err       string        // why it ended without a response seen
 }
 
 // Call is one gated request as the gate sees it.
@@ -48,8 +76,9 @@ type Call struct {
 	Method    string          // "tools/call", ...
 	Name      string          // tool or prompt name (as the upstream knows it), or resource URI
 	Params    json.RawMessage // the request's params, unchanged
-	Session   string          // downstream session id, "" when none yet
+	Session   string          // the session id the agent uses, "" when none yet
 	Transport string          // "http" or "stdio"
+	ClientIP  string          // the agent's address as this server saw it ("" on stdio)
 }
 
 // Denial says why a gated request is refused. Reason is shown to the agent.
@@ -90,15 +119,17 @@ type Options struct {
 	Gate      Gate          // required
 	// SessionKey authenticates the session ids handed to agents (binding each
 	// session to its agent); at least 32 bytes, shared by every replica.
-	SessionKey []byte
-	// ResourceMetadataURL is advertised in 401 challenges (RFC 9728), if set.
-	ResourceMetadataURL string
-	MaxMessageBytes     int64         // default 4 MiB
-	SessionIdleTimeout  time.Duration // default 30m
-	HTTPClient          *http.Client  // for HTTP upstreams; default: a tuned transport
-	Observer            Observer
-	Logger              *slog.Logger
-	Now                 func() time.Time
+	SessionKey         []byte
+	MaxMessageBytes    int64         // default 4 MiB
+	SessionIdleTimeout time.Duration // default 30m
+	HTTPClient         *http.Client  // for HTTP upstreams; default: a tuned transport
+	Observer           Observer
+	// OnListChanged, if set, is called (without blocking the relay for
+	// long) when an upstream sends notifications/tools/list_changed (or the
+	// prompts/resources ones) through the relay.
+	OnListChanged func(upstream, method string)
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Relay is the MCP relay. Create it with New, serve Handler, and Close it.
@@ -215,7 +246,9 @@ func (r *Relay) Close() error {
 	}
 	r.poolMu.Lock()
 	for _, p := range r.pools {
-		p.closeIdle()
+		if p != nil {
+			p.closeIdle()
+		}
 	}
 	r.poolMu.Unlock()
 	return nil
@@ -261,6 +294,10 @@ func (r *Relay) serveMCP(w http.ResponseWriter, req *http.Request, name string) 
 	defer func() { r.obs.Request(name, req.Method, rec.status, r.opts.Now().Sub(start)) }()
 	w = rec
 
+	p, ok := r.authenticate(w, req)
+	if !ok {
+		return
+	}
 	var up *Upstream
 	if name != "" {
 		up = r.upstreams[name]
@@ -268,10 +305,6 @@ func (r *Relay) serveMCP(w http.ResponseWriter, req *http.Request, name string) 
 			writeHTTPError(w, http.StatusNotFound, fmt.Sprintf("no upstream named %q", name))
 			return
 		}
-	}
-	p, ok := r.authenticate(w, req)
-	if !ok {
-		return
 	}
 	switch req.Method {
 	case http.MethodPost, http.MethodGet, http.MethodDelete:
@@ -297,9 +330,17 @@ func (r *Relay) authenticate(w http.ResponseWriter, req *http.Request) (store.Pr
 		return store.Principal{}, false
 	}
 	p, err := r.opts.Auth.Authenticate(req.Context(), strings.TrimSpace(token))
-	if err != nil {
+	if err != nil && isBadToken(err) {
 		r.log.Info("agent authentication failed", "remote", req.RemoteAddr, "err", err)
 		r.challenge(w, "invalid_token", "the agent token is not valid")
+		return store.Principal{}, false
+	}
+	if err != nil {
+		// Not the token's fault: the store is down or slow. Fail closed,
+		// but say what is wrong.
+		r.log.Error("cannot authenticate agents", "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeHTTPError(w, http.StatusServiceUnavailable, "interlock cannot check agent tokens right now; try again shortly")
 		return store.Principal{}, false
 	}
 	return p, true
@@ -309,9 +350,6 @@ func (r *Relay) challenge(w http.ResponseWriter, code, msg string) {
 	v := `Bearer realm="interlock"`
 	if code != "" {
 		v += fmt.Sprintf(`, error=%q, error_description=%q`, code, msg)
-	}
-	if r.opts.ResourceMetadataURL != "" {
-		v += fmt.Sprintf(`, resource_metadata=%q`, r.opts.ResourceMetadataURL)
 	}
 	w.Header().Set("WWW-Authenticate", v)
 	writeHTTPError(w, http.StatusUnauthorized, msg)
@@ -366,19 +404,74 @@ func (r *Relay) unwrapSessionID(agentID, upstream, wrapped string) (string, bool
 }
 
 // check runs the gate for one gated request; any gate error is a denial.
-func (r *Relay) check(ctx context.Context, c *Call) *Denial {
-	d, err := r.opts.Gate.Check(ctx, c)
+// When the request may go on, it returns the tracker to finish once the
+// request ends (nil when the gate does not ask to be told).
+func (r *Relay) check(ctx context.Context, c *Call) (*Denial, *tracker) {
+	v, err := r.opts.Gate.Check(ctx, c)
 	if err != nil {
 		r.log.Error("gate failed; refusing the call", "agent", c.Principal.Agent.ID, "upstream", c.Upstream, "method", c.Method, "err", err)
 		r.obs.Gated(c.Upstream, c.Method, "error")
-		return &Denial{Reason: "interlock could not decide this call and refused it (fail closed); the operator can find the cause in interlock's log"}
+		return &Denial{Reason: "interlock could not decide this call and refused it (fail closed); the operator can find the cause in interlock's log"}, nil
 	}
-	if d != nil {
+	if v != nil && v.Deny != nil {
 		r.obs.Gated(c.Upstream, c.Method, "denied")
-		return d
+		return v.Deny, nil
 	}
 	r.obs.Gated(c.Upstream, c.Method, "forwarded")
-	return nil
+	if v == nil || v.Done == nil {
+		return nil, nil
+	}
+	return nil, &tracker{done: v.Done, start: r.opts.Now(), now: r.opts.Now}
+}
+
+// tracker reports the end of one forwarded gated request, once.
+type tracker struct {
+	done  func(Outcome)
+	start time.Time
+	now   func() time.Time
+	once  sync.Once
+}
+
+func (t *tracker) answered(raw []byte) {
+	if t == nil {
+		return
+	}
+	t.once.Do(func() {
+		t.done(Outcome{Forwarded: t.start, Duration: t.now().Sub(t.start), Answered: true, IsError: isErrorAnswer(raw)})
+	})
+}
+
+func (t *tracker) failed(why string) {
+	if t == nil {
+		return
+	}
+	t.once.Do(func() {
+		t.done(Outcome{Forwarded: t.start, Duration: t.now().Sub(t.start), Err: why})
+	})
+}
+
+// isErrorAnswer reports whether a response is a JSON-RPC error or a tool
+// result with isError set.
+func isErrorAnswer(raw []byte) bool {
+	var r struct {
+		Error  json.RawMessage `json:"error"`
+		Result struct {
+			IsError bool `json:"isError"`
+		} `json:"result"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return true
+	}
+	return r.Error != nil || r.Result.IsError
+}
+
+// clientIP is the agent's address as seen by this server (no port).
+func clientIP(req *http.Request) string {
+	host, _, err := net.SplitHostPort(req.RemoteAddr)
+	if err != nil {
+		return req.RemoteAddr
+	}
+	return host
 }
 
 // isGated says which methods go through the gate.
@@ -418,6 +511,13 @@ func (r *Relay) reapIdle() {
 		for _, s := range idle {
 			s.close("idle timeout")
 		}
+	}
+}
+
+// listChanged passes a list_changed notification from upstream to the hook.
+func (r *Relay) listChanged(upstream string, m *message) {
+	if r.opts.OnListChanged != nil && strings.HasSuffix(m.Method, "/list_changed") && strings.HasPrefix(m.Method, "notifications/") {
+		r.opts.OnListChanged(upstream, m.Method)
 	}
 }
 

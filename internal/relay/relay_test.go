@@ -19,7 +19,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/interlock-dev/interlock/internal/gate"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
 	"github.com/interlock-dev/interlock/internal/server"
@@ -91,6 +90,9 @@ func newTestServer(sig *upstreamSignals) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "pid", Description: "the server's process id"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(os.Getpid())}}}, nil, nil
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "getenv", Description: "a variable of the server's environment"}, func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "[" + os.Getenv(in.Text) + "]"}}}, nil, nil
+	})
 	mcp.AddTool(s, &mcp.Tool{Name: "crash", Description: "the process exits"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		os.Exit(3)
 		return nil, nil, nil
@@ -129,17 +131,72 @@ func (h *headerLog) snapshot() []http.Header {
 	return append([]http.Header(nil), h.all...)
 }
 
-// denyNamed refuses tools by name, then asks the real gate.
-type denyNamed struct {
-	names map[string]bool
-	next  relay.Gate
+// killSwitch is the gate's first check (agent and owner active) alone: the
+// relay's tests need no policy or audit log.
+type killSwitch struct{}
+
+func (killSwitch) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error) {
+	if err := registry.CheckActive(*c.Principal); err != nil {
+		return &relay.Verdict{Deny: &relay.Denial{Reason: err.Error()}}, nil
+	}
+	return nil, nil
 }
 
-func (d denyNamed) Check(ctx context.Context, c *relay.Call) (*relay.Denial, error) {
+// denyNamed refuses tools by name, then asks the real gate; it records how
+// every forwarded call ended.
+type denyNamed struct {
+	names    map[string]bool
+	next     relay.Gate
+	outcomes *outcomeLog
+}
+
+type outcomeLog struct {
+	mu  sync.Mutex
+	all map[string][]relay.Outcome // by tool name
+}
+
+func (o *outcomeLog) get(name string) []relay.Outcome {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]relay.Outcome(nil), o.all[name]...)
+}
+
+func (d denyNamed) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error) {
 	if d.names[c.Name] {
-		return &relay.Denial{Reason: "test policy refuses " + c.Name}, nil
+		return &relay.Verdict{Deny: &relay.Denial{Reason: "test policy refuses " + c.Name}}, nil
 	}
-	return d.next.Check(ctx, c)
+	v, err := d.next.Check(ctx, c)
+	if err != nil || (v != nil && v.Deny != nil) || d.outcomes == nil {
+		return v, err
+	}
+	name := c.Name
+	return &relay.Verdict{Done: func(o relay.Outcome) {
+		d.outcomes.mu.Lock()
+		defer d.outcomes.mu.Unlock()
+		if d.outcomes.all == nil {
+			d.outcomes.all = map[string][]relay.Outcome{}
+		}
+		d.outcomes.all[name] = append(d.outcomes.all[name], o)
+	}}, nil
+}
+
+// waitOutcome waits until n outcomes are recorded for name.
+func waitOutcome(t *testing.T, o *outcomeLog, name string, n int) []relay.Outcome {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := o.get(name)
+		if len(got) >= n {
+			if len(got) > n {
+				t.Fatalf("%s: %d outcomes, want %d (Done called more than once?)", name, len(got), n)
+			}
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d outcomes after waiting, want %d", name, len(got), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 type env struct {
@@ -152,6 +209,7 @@ type env struct {
 	headers   *headerLog
 	sig       *upstreamSignals
 	markerDir string
+	outcomes  *outcomeLog
 }
 
 const upstreamSecret = "upstream-secret-value"
@@ -179,7 +237,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, st: st, reg: reg, token: tok, token2: tok2, headers: &headerLog{},
-		sig: &upstreamSignals{slowStarted: make(chan struct{}, 4), slowCancelled: make(chan struct{})}, markerDir: t.TempDir()}
+		sig: &upstreamSignals{slowStarted: make(chan struct{}, 4), slowCancelled: make(chan struct{})}, markerDir: t.TempDir(),
+		outcomes: &outcomeLog{}}
 
 	// HTTP upstream: a real go-sdk server; requests whose body calls the tool
 	// "die" get their connection cut after the first event.
@@ -211,7 +270,7 @@ func newEnv(t *testing.T) *env {
 			{Name: "pool", Command: []string{os.Args[0]}, Env: []string{"RELAY_TEST_UPSTREAM=stdio"}, Shared: true, Prefix: "pool_"},
 		},
 		Auth:       reg,
-		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
+		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: killSwitch{}, outcomes: e.outcomes},
 		SessionKey: bytes.Repeat([]byte("k"), 32),
 		Logger:     log,
 	})
@@ -694,7 +753,7 @@ func TestWrapStdio(t *testing.T) {
 	r, err := relay.New(relay.Options{
 		Upstreams:  []relay.Upstream{{Name: "local", Command: []string{os.Args[0]}, Env: []string{"RELAY_TEST_UPSTREAM=stdio", "RELAY_TEST_MARKER=" + e.markerDir}}},
 		Auth:       e.reg,
-		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
+		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: killSwitch{}, outcomes: e.outcomes},
 		SessionKey: bytes.Repeat([]byte("k"), 32),
 		Logger:     log,
 	})
@@ -718,6 +777,9 @@ func TestWrapStdio(t *testing.T) {
 	if res, err := call(t, cs, "forbidden", map[string]any{}); err != nil || !res.IsError {
 		t.Fatalf("gated call through wrap: %v %v", res, err)
 	}
+	if o := waitOutcome(t, e.outcomes, "echo", 1)[0]; !o.Answered || o.IsError {
+		t.Errorf("outcome through wrap: %+v", o)
+	}
 	cs.Close()
 	cw.Close()
 	select {
@@ -737,6 +799,7 @@ func TestWrapStdio(t *testing.T) {
 func TestSharedStdioUpstream(t *testing.T) {
 	e := newEnv(t)
 	pids := map[string]map[string]bool{"/mcp/pool": {}, "/mcp/local": {}}
+	bySession := map[string]string{}
 	for path := range pids {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -758,6 +821,7 @@ func TestSharedStdioUpstream(t *testing.T) {
 				}
 				mu.Lock()
 				pids[path][text(t, res)] = true
+				bySession[path+fmt.Sprint(i)] = text(t, res)
 				mu.Unlock()
 				want := fmt.Sprintf("session %d", i)
 				if res, err := call(t, cs, "echo", map[string]any{"text": want}); err != nil || text(t, res) != want {
@@ -786,8 +850,13 @@ func TestSharedStdioUpstream(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	if n := len(pids["/mcp/pool"]); n != 1 {
-		t.Errorf("shared upstream ran in %d processes, want 1", n)
+	// Sessions 0 and 2 are one agent's, session 1 another's: agents never
+	// share a process.
+	if n := len(pids["/mcp/pool"]); n != 2 {
+		t.Errorf("shared upstream ran in %d processes for 2 agents, want 2", n)
+	}
+	if bySession["/mcp/pool0"] != bySession["/mcp/pool2"] || bySession["/mcp/pool0"] == bySession["/mcp/pool1"] {
+		t.Errorf("shared processes by session: %v", bySession)
 	}
 	if n := len(pids["/mcp/local"]); n != 3 {
 		t.Errorf("per-session upstream ran in %d processes for 3 sessions, want 3", n)
@@ -816,7 +885,7 @@ func TestStatelessEraPassesThrough(t *testing.T) {
 	r, err := relay.New(relay.Options{
 		Upstreams:  []relay.Upstream{{Name: "modern", URL: upSrv.URL}},
 		Auth:       e.reg,
-		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: gate.New(gate.Options{Logger: log})},
+		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: killSwitch{}},
 		SessionKey: bytes.Repeat([]byte("k"), 32),
 		Logger:     log,
 	})
@@ -846,5 +915,90 @@ func TestStatelessEraPassesThrough(t *testing.T) {
 	defer mu.Unlock()
 	if !sawMethodHeader {
 		t.Error("the upstream never saw the Mcp-Method/Mcp-Name headers")
+	}
+}
+
+// The gate hears how every forwarded call ended, on every path.
+func TestOutcomesReachTheGate(t *testing.T) {
+	for _, tc := range []struct{ path, prefix string }{
+		{"/mcp/acme", ""}, {"/mcp/local", ""}, {"/mcp", "local_"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			e := newEnv(t)
+			cs := e.connect(tc.path, e.token, nil)
+			if _, err := call(t, cs, tc.prefix+"echo", map[string]any{"text": "x"}); err != nil {
+				t.Fatal(err)
+			}
+			o := waitOutcome(t, e.outcomes, "echo", 1)[0]
+			if !o.Answered || o.IsError || o.Duration < 0 || o.Forwarded.IsZero() {
+				t.Errorf("echo outcome %+v", o)
+			}
+			call(t, cs, tc.prefix+"forbidden", map[string]any{})
+			if got := e.outcomes.get("forbidden"); len(got) != 0 {
+				t.Errorf("a refused call was reported as forwarded: %+v", got)
+			}
+			// A tool error result is an answer with IsError.
+			if _, err := call(t, cs, tc.prefix+"echo", map[string]any{"text": 5}); err != nil {
+				t.Logf("bad arguments: %v", err)
+			}
+			if o := waitOutcome(t, e.outcomes, "echo", 2)[1]; !o.Answered || !o.IsError {
+				t.Errorf("tool error outcome %+v", o)
+			}
+			// Cancelled by the agent.
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				waitOutcomeStarted(e, tc.path)
+				cancel()
+			}()
+			cs.CallTool(ctx, &mcp.CallToolParams{Name: tc.prefix + "slow", Arguments: map[string]any{}})
+			if o := waitOutcome(t, e.outcomes, "slow", 1)[0]; o.Answered && !o.IsError {
+				t.Errorf("cancelled call outcome %+v", o)
+			}
+		})
+	}
+}
+
+// waitOutcomeStarted waits until the slow tool runs in the upstream of path.
+func waitOutcomeStarted(e *env, path string) {
+	if path == "/mcp/acme" {
+		<-e.sig.slowStarted
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(filepath.Join(e.markerDir, "slow-started")); err == nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A stdio upstream sees only the environment it needs, never interlock's
+// own secrets (the agent token of "interlock wrap", other upstreams' keys).
+func TestStdioUpstreamEnvironment(t *testing.T) {
+	t.Setenv("INTERLOCK_AGENT_TOKEN", "must-not-leak")
+	t.Setenv("OTHER_UPSTREAM_API_KEY", "must-not-leak")
+	e := newEnv(t)
+	cs := e.connect("/mcp/local", e.token, nil)
+	for name, want := range map[string]string{
+		"INTERLOCK_AGENT_TOKEN":  "[]",
+		"OTHER_UPSTREAM_API_KEY": "[]",
+		"RELAY_TEST_MARKER":      "[" + e.markerDir + "]", // configured for this upstream
+		"PATH":                   "[" + os.Getenv("PATH") + "]",
+	} {
+		res, err := call(t, cs, "getenv", map[string]any{"text": name})
+		if err != nil || text(t, res) != want {
+			t.Errorf("%s in the upstream: %v %v, want %s", name, res, err, want)
+		}
+	}
+}
+
+// A store that cannot answer is not the agent's fault: 503, not 401.
+func TestAuthStoreDownIs503(t *testing.T) {
+	e := newEnv(t)
+	e.st.Close()
+	status, _, _ := e.post("/mcp/acme", "ilk_"+strings.Repeat("A", 43), "", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil)
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("status %d with the store down, want 503", status)
 	}
 }

@@ -41,6 +41,7 @@ type session struct {
 	get       *stream            // standalone stream, if open
 	recent    *stream            // last opened POST stream (fallback for unrelated messages)
 	waiters   map[string]chan message
+	trackers  map[string]*tracker  // forwarded gated requests by downstream id
 	serverReq map[string]serverReq // rewritten id -> origin (aggregated)
 	seq       int64
 	closed    bool
@@ -140,7 +141,12 @@ func (r *Relay) serveSession(w http.ResponseWriter, req *http.Request, up *Upstr
 	buf.Reset()
 	defer bufPool.Put(buf)
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, r.opts.MaxMessageBytes)); err != nil {
-		writeHTTPError(w, http.StatusRequestEntityTooLarge, "could not read the request body (too large?)")
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", r.opts.MaxMessageBytes))
+			return
+		}
+		writeHTTPError(w, http.StatusBadRequest, "could not read the request body")
 		return
 	}
 	// Messages outlive this handler (they sit in queues), so copy.
@@ -190,10 +196,16 @@ func (r *Relay) serveSession(w http.ResponseWriter, req *http.Request, up *Upstr
 			} else {
 				upName = s.legs[0].up.Name
 			}
-			if d := r.check(req.Context(), &Call{Principal: p, Upstream: upName, Method: m.Method,
-				Name: upTool, Params: m.Params, Session: s.id, Transport: "http"}); d != nil {
+			d, tr := r.check(req.Context(), &Call{Principal: p, Upstream: upName, Method: m.Method,
+				Name: upTool, Params: m.Params, Session: s.id, Transport: "http", ClientIP: clientIP(req)})
+			if d != nil {
 				direct = append(direct, denialResponse(&m, d))
 				continue
+			}
+			if tr != nil {
+				s.mu.Lock()
+				s.trackers[idKey(m.ID)] = tr
+				s.mu.Unlock()
 			}
 		}
 		if m.isRequest() {
@@ -356,6 +368,10 @@ func (s *session) dropStream(st *stream) {
 	for k, v := range s.streams {
 		if v == st {
 			delete(s.streams, k)
+			if t := s.trackers[k]; t != nil {
+				delete(s.trackers, k)
+				go t.failed("the agent went away before the answer")
+			}
 		}
 	}
 	for k, v := range s.progress {
@@ -372,7 +388,7 @@ func (r *Relay) newSession(p *store.Principal, up *Upstream) (*session, error) {
 	s := &session{
 		r: r, id: newSessionID(), agentID: p.Agent.ID, aggregated: up == nil, created: r.opts.Now(),
 		streams: map[string]*stream{}, reqLeg: map[string]int{}, progress: map[string]*stream{},
-		waiters: map[string]chan message{}, serverReq: map[string]serverReq{},
+		waiters: map[string]chan message{}, serverReq: map[string]serverReq{}, trackers: map[string]*tracker{},
 	}
 	s.last.Store(r.opts.Now().UnixNano())
 	ups := r.ordered
@@ -391,7 +407,7 @@ func (r *Relay) newSession(p *store.Principal, up *Upstream) (*session, error) {
 			ls.conn = newHTTPLeg(u, r.client, r.log, &legSink{s: s, ls: ls})
 		case u.Shared:
 			var sl *sharedLeg
-			if sl, err = r.sharedFor(u); err == nil {
+			if sl, err = r.sharedFor(u, p.Agent.ID); err == nil {
 				ls.conn = sl.attach(&legSink{s: s, ls: ls})
 			}
 		default:
@@ -420,6 +436,10 @@ func (s *session) close(why string) {
 		return
 	}
 	s.closed, s.closeMsg = true, why
+	for k, t := range s.trackers {
+		delete(s.trackers, k)
+		go t.failed("session closed: " + why)
+	}
 	streams := map[*stream]bool{}
 	for _, st := range s.streams {
 		streams[st] = true
@@ -502,6 +522,10 @@ func (s *session) cancelled(params json.RawMessage) {
 	st := s.streams[idKey(p.RequestID)]
 	delete(s.streams, idKey(p.RequestID))
 	delete(s.reqLeg, idKey(p.RequestID))
+	if t := s.trackers[idKey(p.RequestID)]; t != nil {
+		delete(s.trackers, idKey(p.RequestID))
+		defer t.failed("cancelled by the agent")
+	}
 	if st != nil {
 		st.pending--
 		if st.pending <= 0 {
@@ -518,7 +542,10 @@ func (s *session) answer(id json.RawMessage, b []byte) {
 	st := s.streams[k]
 	delete(s.streams, k)
 	delete(s.reqLeg, k)
+	t := s.trackers[k]
+	delete(s.trackers, k)
 	s.mu.Unlock()
+	t.answered(b)
 	if st == nil {
 		return
 	}
@@ -527,9 +554,7 @@ func (s *session) answer(id json.RawMessage, b []byte) {
 	st.pending--
 	last := st.pending <= 0
 	s.mu.Unlock()
-	if last && !st.json {
-		st.finish()
-	} else if last {
+	if last {
 		st.finish()
 	}
 }
@@ -560,6 +585,7 @@ func (s *session) fromUpstream(ls *legState, m message, related string) {
 			ls.conn.send(message{Raw: errorResponse(m.ID, codeInternalError, "the client has no open stream to receive this request")})
 		}
 	default: // notification
+		s.r.listChanged(ls.up.Name, &m)
 		if s.aggregated {
 			s.rewriteNotification(ls, &m)
 		}

@@ -7,10 +7,13 @@ import (
 	"sync"
 )
 
-// A shared stdio upstream is one child process serving every session. Each
-// session talks to it through a sharedConn, which rewrites the ids of its
-// requests (and its progress tokens) so that sessions cannot collide, and
-// answers initialize from the first session's handshake.
+// A shared stdio upstream is one child process serving every session of
+// one agent (agents never share a process: what one agent's session sees,
+// such as log notifications or the server's requests, must not reach
+// another agent). Each session talks to it through a sharedConn, which
+// rewrites the ids of its requests (and its progress tokens) so that
+// sessions cannot collide, and answers initialize from the first session's
+// handshake.
 
 type sharedLeg struct {
 	up  *Upstream
@@ -42,14 +45,16 @@ type sharedConn struct {
 	sink sink
 }
 
-// sharedFor returns the shared leg of up, starting its process if needed.
-func (r *Relay) sharedFor(up *Upstream) (*sharedLeg, error) {
+// sharedFor returns the shared leg of up for one agent, starting its
+// process if needed.
+func (r *Relay) sharedFor(up *Upstream, agentID string) (*sharedLeg, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, fmt.Errorf("relay is shutting down")
 	}
-	if sl, ok := r.shared[up.Name]; ok && sl.alive() {
+	key := up.Name + "\x00" + agentID
+	if sl, ok := r.shared[key]; ok && sl.alive() {
 		return sl, nil
 	}
 	sl := &sharedLeg{up: up, r: r, conns: map[int]*sharedConn{}, reqs: map[string]sharedReq{},
@@ -59,7 +64,7 @@ func (r *Relay) sharedFor(up *Upstream) (*sharedLeg, error) {
 		return nil, err
 	}
 	sl.leg = l
-	r.shared[up.Name] = sl
+	r.shared[key] = sl
 	return sl, nil
 }
 

@@ -30,7 +30,8 @@ func (r *Relay) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, tok
 		return fmt.Errorf("upstream %q is not a stdio server", upstream)
 	}
 	w := &lineWriter{w: out}
-	sk := &stdioSink{w: w, pending: map[string]bool{}, died: make(chan error, 1)}
+	sk := &stdioSink{w: w, pending: map[string]bool{}, trackers: map[string]*tracker{}, died: make(chan error, 1),
+		listChanged: func(m *message) { r.listChanged(up.Name, m) }}
 	l, err := startStdioLeg(up, r.log, sk)
 	if err != nil {
 		return err
@@ -96,10 +97,16 @@ func (r *Relay) stdioMessage(ctx context.Context, line []byte, w *lineWriter, sk
 			w.write(denialResponse(&m, &Denial{Reason: "interlock refused this call: the agent token is no longer valid"}))
 			return
 		}
-		if d := r.check(ctx, &Call{Principal: &p, Upstream: up.Name, Method: m.Method, Name: name,
-			Params: m.Params, Transport: "stdio"}); d != nil {
+		d, tr := r.check(ctx, &Call{Principal: &p, Upstream: up.Name, Method: m.Method, Name: name,
+			Params: m.Params, Transport: "stdio"})
+		if d != nil {
 			w.write(denialResponse(&m, d))
 			return
+		}
+		if tr != nil {
+			sk.mu.Lock()
+			sk.trackers[idKey(m.ID)] = tr
+			sk.mu.Unlock()
 		}
 	}
 	if m.isRequest() {
@@ -111,10 +118,12 @@ func (r *Relay) stdioMessage(ctx context.Context, line []byte, w *lineWriter, sk
 		}
 		if json.Unmarshal(m.Params, &c) == nil {
 			sk.track(c.RequestID, false)
+			sk.finish(c.RequestID, nil, "cancelled by the agent")
 		}
 	}
 	if err := l.send(m); err != nil && m.isRequest() {
 		sk.track(m.ID, false)
+		sk.finish(m.ID, nil, err.Error())
 		w.write(errorResponse(m.ID, codeUpstreamError, err.Error()))
 	}
 }
@@ -142,10 +151,25 @@ func (lw *lineWriter) write(b []byte) error {
 // stdioSink writes upstream messages to the client and remembers which
 // client requests are open, to answer them if the upstream dies.
 type stdioSink struct {
-	w       *lineWriter
-	mu      sync.Mutex
-	pending map[string]bool
-	died    chan error
+	w           *lineWriter
+	mu          sync.Mutex
+	pending     map[string]bool
+	trackers    map[string]*tracker
+	died        chan error
+	listChanged func(*message)
+}
+
+// finish ends the tracker of a request: answered with raw, or failed with why.
+func (s *stdioSink) finish(id json.RawMessage, raw []byte, why string) {
+	s.mu.Lock()
+	t := s.trackers[idKey(id)]
+	delete(s.trackers, idKey(id))
+	s.mu.Unlock()
+	if raw != nil {
+		t.answered(raw)
+	} else {
+		t.failed(why)
+	}
 }
 
 func (s *stdioSink) track(id json.RawMessage, open bool) {
@@ -161,6 +185,9 @@ func (s *stdioSink) track(id json.RawMessage, open bool) {
 func (s *stdioSink) fromUpstream(_ leg, m message, _ string) {
 	if m.isResponse() {
 		s.track(m.ID, false)
+		s.finish(m.ID, m.Raw, "")
+	} else if m.isNotification() {
+		s.listChanged(&m)
 	}
 	s.w.write(m.Raw)
 }
@@ -174,6 +201,7 @@ func (s *stdioSink) legFailed(_ leg, err error) {
 	s.pending = map[string]bool{}
 	s.mu.Unlock()
 	for _, k := range ids {
+		s.finish(json.RawMessage(k), nil, fmt.Sprintf("%v before answering", err))
 		s.w.write(errorResponse(json.RawMessage(k), codeUpstreamError, fmt.Sprintf("%v before answering", err)))
 	}
 	s.died <- err

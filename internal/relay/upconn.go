@@ -20,7 +20,8 @@ import (
 // keep-alive connection. net/http's Transport hands every request to a
 // write goroutine and every response to a read goroutine; on a two-core
 // VM those handoffs cost more than the rest of the relay together (see
-// docs/performance.md). Long-lived GET streams and DELETE still use
+// docs/performance.md). Upstreams reached through an HTTP proxy (from the
+// environment), long-lived GET streams and DELETE still use
 // net/http's Transport.
 //
 // Like net/http, a request on a reused connection that fails before any
@@ -223,20 +224,24 @@ func (p *upstreamPool) exchange(ctx context.Context, c *upConn, h http.Header, b
 }
 
 // poolFor returns the pool of an HTTP upstream, or nil when the caller gave
-// its own HTTPClient (which is then used for everything).
+// its own HTTPClient (which is then used for everything) or the
+// environment routes the upstream through a proxy (which net/http's
+// Transport knows how to use).
 func (r *Relay) poolFor(up *Upstream) *upstreamPool {
 	if r.opts.HTTPClient != nil {
 		return nil
 	}
 	r.poolMu.Lock()
 	defer r.poolMu.Unlock()
-	p := r.pools[up.Name]
-	if p == nil {
-		var err error
-		if p, err = newUpstreamPool(up.URL); err != nil {
-			return nil
+	p, seen := r.pools[up.Name]
+	if !seen {
+		p = nil
+		if req, err := http.NewRequest(http.MethodPost, up.URL, nil); err == nil {
+			if proxy, err := http.ProxyFromEnvironment(req); err == nil && proxy == nil {
+				p, _ = newUpstreamPool(up.URL)
+			}
 		}
-		r.pools[up.Name] = p
+		r.pools[up.Name] = p // nil: use the Transport
 	}
 	return p
 }
