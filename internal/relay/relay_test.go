@@ -210,6 +210,8 @@ type env struct {
 	sig       *upstreamSignals
 	markerDir string
 	outcomes  *outcomeLog
+	upServer  *mcp.Server // the HTTP upstream "acme"
+	changed   chan string // upstream names from OnListChanged
 }
 
 const upstreamSecret = "upstream-secret-value"
@@ -243,6 +245,8 @@ func newEnv(t *testing.T) *env {
 	// HTTP upstream: a real go-sdk server; requests whose body calls the tool
 	// "die" get their connection cut after the first event.
 	up := newTestServer(e.sig)
+	e.upServer = up
+	e.changed = make(chan string, 16)
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil)
 	upSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.headers.add(r.Header)
@@ -273,6 +277,14 @@ func newEnv(t *testing.T) *env {
 		Gate:       denyNamed{names: map[string]bool{"forbidden": true}, next: killSwitch{}, outcomes: e.outcomes},
 		SessionKey: bytes.Repeat([]byte("k"), 32),
 		Logger:     log,
+		OnListChanged: func(upstream, method string) {
+			if method == "notifications/tools/list_changed" {
+				select {
+				case e.changed <- upstream:
+				default:
+				}
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -1000,5 +1012,42 @@ func TestAuthStoreDownIs503(t *testing.T) {
 	status, _, _ := e.post("/mcp/acme", "ilk_"+strings.Repeat("A", 43), "", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil)
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d with the store down, want 503", status)
+	}
+}
+
+// An upstream's tools/list_changed, passing through to the agent, is also
+// told to the relay's hook (the catalog refreshes on it).
+func TestListChangedReachesTheHook(t *testing.T) {
+	e := newEnv(t)
+	got := make(chan struct{}, 1)
+	cs := e.connect("/mcp/acme", e.token, &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	}})
+	toolNames(t, cs) // the session is up, with its standalone stream
+	deadline := time.After(30 * time.Second)
+	for i := 0; ; i++ {
+		// Tools added until the notification arrives (the GET stream may
+		// open a moment after initialization).
+		mcp.AddTool(e.upServer, &mcp.Tool{Name: fmt.Sprintf("added%d", i)}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{}, nil, nil
+		})
+		select {
+		case up := <-e.changed:
+			if up != "acme" {
+				t.Fatalf("hook told upstream %q", up)
+			}
+			select {
+			case <-got:
+			case <-deadline:
+				t.Fatal("the agent never got the notification")
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("the hook was never told")
+		}
 	}
 }
