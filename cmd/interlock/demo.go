@@ -22,8 +22,9 @@ import (
 )
 
 const (
-	demoOwner = "owner@demo.example"
-	demoAgent = "procurement-bot"
+	demoOwner   = "owner@demo.example"
+	demoFinance = "finance@demo.example"
+	demoAgent   = "procurement-bot"
 )
 
 func (c *cli) demoCmd() *cobra.Command {
@@ -67,11 +68,19 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 	defer acmeHTTP.Close()
 
 	cfgPath := filepath.Join(dataDir, "interlock.yaml")
+	if err := os.WriteFile(filepath.Join(dataDir, "policy.yaml"), acme.DemoPolicy, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, "policy_cases.yaml"), acme.DemoPolicyCases, 0o600); err != nil {
+		return err
+	}
 	cfgText := fmt.Sprintf(`# Written by "interlock demo"; rewritten at every demo start.
 listen: %s
 storage:
   driver: sqlite
   dsn: interlock.db
+policy:
+  file: policy.yaml
 upstreams:
   - name: acme
     url: http://%s/mcp
@@ -102,7 +111,7 @@ upstreams:
 	if ready != nil {
 		ready(addr, token)
 	}
-	return a.Serve(ctx, ln)
+	return a.Serve(ctx, ln, nil)
 }
 
 // seedDemo creates the demo owner and agent if missing, and returns a fresh
@@ -110,6 +119,13 @@ upstreams:
 func seedDemo(ctx context.Context, reg *registry.Registry) (string, error) {
 	if _, err := reg.GetUserByEmail(ctx, demoOwner); errors.Is(err, store.ErrNotFound) {
 		if _, err := reg.CreateUser(ctx, registry.UserSpec{Email: demoOwner, Name: "Dana Owner"}); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", err
+	}
+	if _, err := reg.GetUserByEmail(ctx, demoFinance); errors.Is(err, store.ErrNotFound) {
+		if _, err := reg.CreateUser(ctx, registry.UserSpec{Email: demoFinance, Name: "Frank Finance", Roles: []string{"finance-manager"}}); err != nil {
 			return "", err
 		}
 	} else if err != nil {
@@ -150,14 +166,29 @@ interlock demo is running (Ctrl-C stops it).
 Paste into an MCP client (Streamable HTTP):
   {"mcpServers":{"acme-via-interlock":{"type":"http","url":"%[1]s/mcp/acme","headers":{"Authorization":"Bearer %[4]s"}}}}
 
-Make a sample call through interlock:
-  %[5]s call --url %[1]s/mcp/acme --token %[4]s search_docs '{"query":"refund"}'
+Every tool call is decided by the demo policy (%[7]s):
+orders under $400 go through, up to $5,000 need the owner's approval and above that a
+finance manager's; production servers need approval; customer records only with an open
+support ticket; a daily spend budget of $2,000 per agent. Try three calls:
 
-List the tools:
-  %[5]s call --url %[1]s/mcp/acme --token %[4]s --list
+  allowed (a $125 order):
+  %[5]s call --url %[1]s/mcp/acme --token %[4]s place_order '{"item":"USB-C cables","quantity":10,"unit_price_usd":12.5}'
 
-Other commands against this demo's store: add --config %[6]s
-  (for example: %[5]s agents list --config %[6]s)
+  denied (CUST-004 has no open support ticket):
+  %[5]s call --url %[1]s/mcp/acme --token %[4]s get_customer_record '{"customer_id":"CUST-004"}'
 
-`, base, demoAgent, demoOwner, token, self, cfgPath)
+  needs approval (a $1,200 order; approvals arrive in a later version, so it is refused for now):
+  %[5]s call --url %[1]s/mcp/acme --token %[4]s place_order '{"item":"laptop batteries","quantity":10,"unit_price_usd":120}'
+
+Every decision is in the tamper-evident audit log:
+  %[5]s audit tail --config %[6]s
+  %[5]s audit verify --config %[6]s
+
+Why a call is decided as it is, without making it:
+  %[5]s policy explain --config %[6]s --agent %[2]s --tool acme.place_order --args '{"item":"x","quantity":10,"unit_price_usd":120}'
+
+Other commands against this demo's store take --config %[6]s
+  (for example: %[5]s tools list --config %[6]s)
+
+`, base, demoAgent, demoOwner, token, self, cfgPath, filepath.Join(filepath.Dir(cfgPath), "policy.yaml"))
 }

@@ -143,8 +143,10 @@ func TestFilesystemServerThroughInterlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("version: 1\ndefault: deny\nrules:\n  - id: files-read\n    when: 'tool.upstream == \"fs\" && tool.name.startsWith(\"read\")'\n    effect: allow\n"), 0o600)
 	cfg := writeConfig(t, dir, fmt.Sprintf(`listen: %s
 storage: {dsn: interlock.db}
+policy: {file: policy.yaml}
 upstreams:
   - name: fs
     command: [%q, %q, %q]

@@ -49,9 +49,9 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready func(addr str
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	// SIGHUP is reserved for reloading policy; ignore it rather than die.
+	// SIGHUP reloads the policy.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return a.Serve(ctx, ln)
+	return a.Serve(ctx, ln, hup)
 }

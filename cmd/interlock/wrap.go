@@ -8,16 +8,26 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/gate"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
 )
 
 var nonName = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
+
+func configuredNames(cfg *config.Config) map[string]bool {
+	m := map[string]bool{}
+	for _, u := range cfg.Upstreams {
+		m[u.Name] = true
+	}
+	return m
+}
 
 func (c *cli) wrapCmd() *cobra.Command {
 	var agentID, token, name string
@@ -40,6 +50,7 @@ The token may come from INTERLOCK_AGENT_TOKEN instead of --token.`,
 			if cmd.ArgsLenAtDash() != 0 {
 				return errors.New("put the server command after --, e.g. interlock wrap --agent a -- npx some-server")
 			}
+			explicitName := name != ""
 			if name == "" {
 				name = nonName.ReplaceAllString(strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0])), "_")
 				if (name == "npx" || name == "uvx" || name == "node" || name == "python" || name == "python3") && len(args) > 1 {
@@ -76,17 +87,35 @@ The token may come from INTERLOCK_AGENT_TOKEN instead of --token.`,
 			if p.Agent.ID != agentID {
 				return fmt.Errorf("the token does not belong to agent %q", agentID)
 			}
+			if why := gate.Inactive(&p); why != "" {
+				return fmt.Errorf("interlock refuses to start: %s", why)
+			}
 			key := make([]byte, 32)
 			rand.Read(key)
 			up := relay.Upstream{Name: name, Command: args}
 			for _, u := range cfg.Upstreams {
 				if len(u.Command) > 0 && strings.Join(u.Command, "\x00") == strings.Join(args, "\x00") {
 					up = app.RelayUpstream(u) // configured: take its env, dir and name
+					if explicitName {
+						up.Name = name
+					}
 				}
 			}
+			// The same decision path as the HTTP gateway: policy, catalog
+			// (the configured upstreams, for lookups, and the wrapped one),
+			// audit log and gate.
+			var extra []relay.Upstream
+			if _, configured := configuredNames(cfg)[up.Name]; !configured {
+				extra = append(extra, up)
+			}
+			dp, err := app.NewDecisionPath(ctx, cfg, st, app.NewCatalog(cfg, log, time.Now, extra...), log, time.Now)
+			if err != nil {
+				return err
+			}
+			defer dp.Close()
 			r, err := relay.New(relay.Options{Upstreams: []relay.Upstream{up}, Auth: reg,
-				Gate: gate.New(gate.Options{Logger: log}), SessionKey: key, Logger: log,
-				MaxMessageBytes: cfg.Relay.MaxMessageBytes})
+				Gate: dp.Gate, SessionKey: key, Logger: log, MaxMessageBytes: cfg.Relay.MaxMessageBytes,
+				OnListChanged: func(upstream, method string) { dp.Catalog.NotifyListChanged(upstream) }})
 			if err != nil {
 				return err
 			}

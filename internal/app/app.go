@@ -13,10 +13,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"path"
+	"os"
 	"time"
 
+	"github.com/interlock-dev/interlock/internal/audit"
+	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/gate"
 	"github.com/interlock-dev/interlock/internal/registry"
@@ -61,11 +62,16 @@ type App struct {
 	Config   *config.Config
 	Store    store.Store
 	Registry *registry.Registry
+	Policy   *PolicySource
+	Catalog  *catalog.Catalog
+	Audit    *audit.Log
+	Gate     *gate.Gate
 	Relay    *relay.Relay
 	Metrics  *telemetry.Metrics
 	Handler  http.Handler
 	log      *slog.Logger
 	ownStore bool
+	stop     context.CancelFunc // ends background work (catalog)
 }
 
 const sessionKeyName = "relay.session_key"
@@ -106,17 +112,26 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	for _, u := range cfg.Upstreams {
 		ups = append(ups, RelayUpstream(u))
 	}
+	d, err := NewDecisionPath(ctx, cfg, a.Store, NewCatalog(cfg, opts.Logger, opts.Now), opts.Logger, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	a.Policy, a.Catalog, a.Audit, a.Gate, a.stop = d.Policy, d.Catalog, d.Audit, d.Gate, d.stop
 	a.Relay, err = relay.New(relay.Options{
-		Upstreams:           ups,
-		Auth:                a.Registry,
-		Gate:                gate.New(gate.Options{Logger: opts.Logger}),
-		SessionKey:          key,
-		ResourceMetadataURL: resourceMetadataURL(cfg.PublicURL),
-		MaxMessageBytes:     cfg.Relay.MaxMessageBytes,
-		SessionIdleTimeout:  time.Duration(cfg.Relay.SessionIdleTimeout),
-		Observer:            a.Metrics,
-		Logger:              opts.Logger,
-		Now:                 opts.Now,
+		Upstreams: ups,
+		Auth:      a.Registry,
+		Gate:      a.Gate,
+		OnListChanged: func(upstream, method string) {
+			if method == "notifications/tools/list_changed" {
+				a.Catalog.NotifyListChanged(upstream)
+			}
+		},
+		SessionKey:         key,
+		MaxMessageBytes:    cfg.Relay.MaxMessageBytes,
+		SessionIdleTimeout: time.Duration(cfg.Relay.SessionIdleTimeout),
+		Observer:           a.Metrics,
+		Logger:             opts.Logger,
+		Now:                opts.Now,
 	})
 	if err != nil {
 		return nil, err
@@ -130,6 +145,61 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	})
 	ok = true
 	return a, nil
+}
+
+// DecisionPath is everything that decides a gated call: the policy in
+// force, the tool catalog, the audit log and the gate over them. The HTTP
+// gateway and "interlock wrap" build the same one.
+type DecisionPath struct {
+	Policy  *PolicySource
+	Catalog *catalog.Catalog
+	Audit   *audit.Log
+	Gate    *gate.Gate
+	stop    context.CancelFunc
+}
+
+// NewDecisionPath loads the policy, opens the audit log on st, starts cat
+// (its discovery runs in the background) and builds the gate.
+func NewDecisionPath(ctx context.Context, cfg *config.Config, st store.Store, cat *catalog.Catalog, log *slog.Logger, now func() time.Time) (*DecisionPath, error) {
+	pol, err := NewPolicySource(cfg.Policy.File, log)
+	if err != nil {
+		return nil, err
+	}
+	al, err := audit.New(ctx, audit.Options{Store: st, Now: now, Logger: log,
+		CheckpointInterval: time.Duration(cfg.Audit.CheckpointInterval)})
+	if err != nil {
+		return nil, fmt.Errorf("opening the audit log: %w", err)
+	}
+	g, err := gate.New(gate.Options{Policy: pol.Current, Catalog: cat, Audit: al,
+		Budgets: st, Redact: cfg.Audit.Redact, Logger: log, Now: now})
+	if err != nil {
+		al.Close()
+		return nil, err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	cat.Start(bg)
+	return &DecisionPath{Policy: pol, Catalog: cat, Audit: al, Gate: g, stop: stop}, nil
+}
+
+// Close stops discovery and closes the catalog and the audit log.
+func (d *DecisionPath) Close() error {
+	d.stop()
+	d.Catalog.Close()
+	return d.Audit.Close()
+}
+
+// NewCatalog makes the tool catalog for the configured upstreams and any
+// extra ones (not started).
+func NewCatalog(cfg *config.Config, log *slog.Logger, now func() time.Time, extra ...relay.Upstream) *catalog.Catalog {
+	ups := make([]relay.Upstream, 0, len(cfg.Upstreams)+len(extra))
+	for _, u := range cfg.Upstreams {
+		ups = append(ups, RelayUpstream(u))
+	}
+	specs := make([]catalog.UpstreamSpec, 0, len(ups))
+	for _, r := range append(ups, extra...) {
+		specs = append(specs, catalog.UpstreamSpec{Name: r.Name, URL: r.URL, Headers: r.Headers, Command: r.Command, Env: r.Env, Dir: r.Dir})
+	}
+	return catalog.New(catalog.Options{Upstreams: specs, Logger: log, Now: now})
 }
 
 // RelayUpstream converts a configured upstream for the relay.
@@ -146,17 +216,10 @@ func RelayUpstream(u config.Upstream) relay.Upstream {
 		Dir: u.Dir, Shared: u.Shared, Prefix: u.Prefix, Timeout: time.Duration(u.Timeout)}
 }
 
-func resourceMetadataURL(public string) string {
-	u, err := url.Parse(public)
-	if err != nil || u.Host == "" {
-		return ""
-	}
-	u.Path = path.Join(u.Path, "/.well-known/oauth-protected-resource")
-	return u.String()
-}
-
-// Serve serves on ln until ctx ends, then shuts down gracefully.
-func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+// Serve serves on ln until ctx ends, then shuts down gracefully. Values on
+// hup (SIGHUP) reload the policy.
+func (a *App) Serve(ctx context.Context, ln net.Listener, hup <-chan os.Signal) error {
+	go a.Policy.Watch(ctx, time.Duration(a.Config.Policy.WatchInterval), hup)
 	srv := &http.Server{
 		Handler:           a.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -185,6 +248,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 func (a *App) Close() error {
 	if a.Relay != nil {
 		a.Relay.Close()
+	}
+	if a.stop != nil {
+		a.stop()
+		a.Catalog.Close()
+		if err := a.Audit.Close(); err != nil {
+			a.log.Error("closing the audit log", "err", err)
+		}
 	}
 	if a.Registry != nil {
 		a.Registry.Close()

@@ -1,69 +1,501 @@
-// Package gate decides whether one gated call may go on. Today it admits a
-// call only when the calling agent is active and its owner is active: the
-// ghost-agent kill switch, which holds even with an allow-all policy.
-// Classification, policy, approvals and credentials hang on this hook in
-// later stages.
+// Package gate decides whether one gated call may go on, at the moment it
+// is made: the ghost-agent check (an agent that is not active, or whose
+// owner is not, is refused whatever the policy says), then classification
+// and the policy's decision (with budgets charged atomically in the store
+// and lookups run through the catalog, cached and failing closed), and
+// every decision is committed to the audit log before the call goes on.
+// When the relay reports how a forwarded call ended, the gate records that
+// too.
 //
-// It must not do I/O of its own beyond what it is given, and must not know
-// the MCP wire format (the relay hands it a Call).
+// It must not know the MCP wire format (the relay hands it a Call) and must
+// not decide by itself: the policy decides, the gate enforces.
 package gate
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/interlock-dev/interlock/internal/audit"
+	"github.com/interlock-dev/interlock/internal/canon"
+	"github.com/interlock-dev/interlock/internal/catalog"
+	"github.com/interlock-dev/interlock/internal/policy"
+	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 
-// Options configure a Gate.
+// Catalog is what the gate needs of the tool catalog.
+type Catalog interface {
+	Lookup(upstream, name string) (catalog.Tool, bool)
+	CallTool(ctx context.Context, upstream, name string, args map[string]any) (map[string]any, bool, error)
+}
+
+// Auditor appends to the audit log; Append returns once the event is committed.
+type Auditor interface {
+	Append(ctx context.Context, ev audit.Event) (int64, error)
+}
+
+// Budgets is the budget part of the store.
+type Budgets interface {
+	ChargeBudget(ctx context.Context, e store.BudgetEntry, since time.Time, limit float64) (float64, bool, error)
+	BudgetTotals(ctx context.Context, keys []string, since time.Time) (map[string]float64, error)
+}
+
+// Options configure a Gate. Policy, Audit and Budgets are required;
+// Catalog may be nil (every tool is then unknown and lookups fail closed).
 type Options struct {
+	Policy  func() *policy.Policy // the policy in force (hot reload swaps it)
+	Catalog Catalog
+	Audit   Auditor
+	Budgets Budgets
+	// Redact names arguments whose values are replaced in audit events.
+	Redact []string
 	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Gate implements relay.Gate.
 type Gate struct {
-	log *slog.Logger
+	opts   Options
+	log    *slog.Logger
+	redact map[string]bool
+
+	lmu     sync.Mutex
+	lookups map[string]lookupEntry // lookup cache
 }
 
+type lookupEntry struct {
+	result  any
+	expires time.Time
+}
+
+const maxLookupEntries = 10_000
+
 // New returns a Gate.
-func New(opts Options) *Gate {
+func New(opts Options) (*Gate, error) {
+	if opts.Policy == nil || opts.Audit == nil || opts.Budgets == nil {
+		return nil, errors.New("gate: Policy, Audit and Budgets are required")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Gate{log: opts.Logger}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	g := &Gate{opts: opts, log: opts.Logger, redact: map[string]bool{}, lookups: map[string]lookupEntry{}}
+	for _, r := range opts.Redact {
+		g.redact[strings.ToLower(r)] = true
+	}
+	return g, nil
 }
 
-// Check refuses the call when the agent or its owner is not active.
-func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Denial, error) {
+// Check decides one call and records the decision before answering.
+func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error) {
 	if c == nil || c.Principal == nil {
 		return nil, errors.New("gate: call without a principal")
 	}
-	if reason := Inactive(c.Principal); reason != "" {
-		g.log.Info("call refused at the gate", "agent", c.Principal.Agent.ID, "upstream", c.Upstream, "name", c.Name, "reason", reason)
-		return &relay.Denial{Reason: reason}, nil
+	start := g.opts.Now()
+	p := c.Principal
+	callID := newID()
+	args, argsErr := arguments(c.Params)
+
+	rec := decisionRecord{
+		DecisionID: callID,
+		Agent:      agentInfo(p),
+		Owner:      ownerInfo(p),
+		Tool:       toolRef{Upstream: c.Upstream, Name: c.Name, Method: c.Method},
+		Transport:  c.Transport,
+		Session:    c.Session,
+		ClientIP:   c.ClientIP,
+		Time:       start.UTC(),
 	}
-	return nil, nil
+	if argsErr == nil {
+		rec.ArgsDigest = digest(args)
+		rec.Args = g.redactValue(args)
+	}
+
+	var d policy.Decision
+	switch {
+	case Inactive(p) != "":
+		d = policy.Decision{Effect: "deny", Rule: "kill-switch", Reasons: []string{Inactive(p)}}
+	case argsErr != nil:
+		d = policy.Decision{Effect: "deny", Rule: "bad-arguments", Reasons: []string{"the call's arguments are not a JSON object: " + argsErr.Error()}}
+	default:
+		var err error
+		d, err = g.decide(ctx, c, p, args, start, &rec)
+		if err != nil {
+			d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not decide this call: " + err.Error()}, Errors: []string{err.Error()}}
+		}
+	}
+	rec.fill(d)
+	rec.LatencyMicros = g.opts.Now().Sub(start).Microseconds()
+	if _, err := g.opts.Audit.Append(ctx, audit.Event{Type: "decision", CallID: callID, AgentID: p.Agent.ID, Time: start, Data: rec}); err != nil {
+		// No committed decision record, no call (fail closed).
+		return nil, fmt.Errorf("recording the decision: %w", err)
+	}
+
+	meta := map[string]any{"io.interlock/decision": map[string]any{"id": callID, "effect": d.Effect, "rule": d.Rule}}
+	switch d.Effect {
+	case "allow":
+		g.appendAsync(audit.Event{Type: "forwarded", CallID: callID, AgentID: p.Agent.ID,
+			Data: map[string]any{"decision_id": callID, "upstream": c.Upstream, "tool": c.Name}})
+		return &relay.Verdict{Done: func(o relay.Outcome) { g.recordOutcome(callID, p.Agent.ID, o) }}, nil
+	case "approve":
+		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
+			"interlock refused this call: it needs approval by %s (rule %q: %s). Interlock cannot ask for approvals yet, so the call was not made. Decision id %s.",
+			approversText(d), d.Rule, reasonText(d), callID)}}, nil
+	default:
+		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
+			"interlock refused this call (rule %q): %s. Decision id %s.", d.Rule, reasonText(d), callID)}}, nil
+	}
 }
 
-// Inactive returns why the principal may not act, or "" when it may.
+// decide classifies and asks the policy, reading and charging budgets.
+func (g *Gate) decide(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, now time.Time, rec *decisionRecord) (policy.Decision, error) {
+	pol := g.opts.Policy()
+	if pol == nil {
+		return policy.Decision{}, errors.New("no policy is loaded")
+	}
+	var tool catalog.Tool
+	known := false
+	if g.opts.Catalog != nil {
+		tool, known = g.opts.Catalog.Lookup(c.Upstream, c.Name)
+	}
+	if !known {
+		tool = catalog.Tool{Upstream: c.Upstream, Name: c.Name}
+	}
+	rec.Tool.Known = known
+	in := &policy.Input{
+		Agent:     policy.Agent{ID: p.Agent.ID, Name: p.Agent.Name, Department: p.Agent.Department, Purpose: p.Agent.Purpose, State: string(p.Agent.State), Owner: p.Owner.Email},
+		Owner:     policy.Owner{Email: p.Owner.Email, Name: p.Owner.Name, Roles: p.Owner.Roles, Active: p.Owner.Active},
+		Tool:      tool,
+		ToolKnown: known,
+		Args:      args,
+		Context:   policy.Context{Time: now, ClientIP: c.ClientIP, Session: c.Session},
+		Budgets:   map[string]float64{},
+		Lookup:    g.lookup(rec),
+		Ctx:       ctx,
+	}
+	refs := pol.BudgetRefs(in)
+	if len(refs) > 0 {
+		if err := g.readBudgets(ctx, refs, now, in.Budgets); err != nil {
+			return policy.Decision{}, err
+		}
+	}
+	d := pol.Decide(in)
+	if d.Effect != "allow" || len(d.Charges) == 0 {
+		rec.Budgets = in.Budgets
+		return d, nil
+	}
+	// Charge atomically; if a concurrent call got there first and the
+	// budget no longer has room, decide again on the fresh totals.
+	for attempt := 0; attempt < 3; attempt++ {
+		ok := true
+		for _, ch := range d.Charges {
+			total, charged, err := g.opts.Budgets.ChargeBudget(ctx, store.BudgetEntry{Key: ch.Key, Time: now, Amount: ch.Amount, CallID: rec.DecisionID},
+				now.Add(-ch.Window), ch.Limit)
+			if err != nil {
+				return policy.Decision{}, fmt.Errorf("charging budget %s: %w", ch.BudgetID, err)
+			}
+			in.Budgets[ch.Key] = total
+			if !charged {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			rec.Budgets = in.Budgets
+			return d, nil
+		}
+		d = pol.Decide(in)
+		if d.Effect != "allow" {
+			rec.Budgets = in.Budgets
+			return d, nil
+		}
+	}
+	return policy.Decision{}, errors.New("budgets kept changing under concurrent calls")
+}
+
+func (g *Gate) readBudgets(ctx context.Context, refs []policy.BudgetRef, now time.Time, into map[string]float64) error {
+	byWindow := map[time.Duration][]string{}
+	for _, r := range refs {
+		byWindow[r.Window] = append(byWindow[r.Window], r.Key)
+	}
+	for w, keys := range byWindow {
+		totals, err := g.opts.Budgets.BudgetTotals(ctx, keys, now.Add(-w))
+		if err != nil {
+			return fmt.Errorf("reading budgets: %w", err)
+		}
+		for k, v := range totals {
+			into[k] = v
+		}
+	}
+	return nil
+}
+
+// lookup returns the policy's lookup function: cached by lookup id, tool
+// and canonical arguments for the lookup's ttl; any failure is an error
+// (the policy then denies).
+func (g *Gate) lookup(rec *decisionRecord) func(ctx context.Context, l policy.LookupCall) (any, error) {
+	return func(ctx context.Context, l policy.LookupCall) (any, error) {
+		if g.opts.Catalog == nil {
+			return nil, errors.New("no catalog to run lookups with")
+		}
+		argKey, err := canon.Marshal(l.Arguments)
+		if err != nil {
+			return nil, fmt.Errorf("lookup %s arguments: %w", l.ID, err)
+		}
+		key := l.ID + "\x00" + l.Upstream + "\x00" + l.Tool + "\x00" + string(argKey)
+		now := g.opts.Now()
+		g.lmu.Lock()
+		e, ok := g.lookups[key]
+		g.lmu.Unlock()
+		if ok && now.Before(e.expires) {
+			rec.Lookups = append(rec.Lookups, lookupRecord{ID: l.ID, Cached: true})
+			return e.result, nil
+		}
+		res, isErr, err := g.opts.Catalog.CallTool(ctx, l.Upstream, l.Tool, l.Arguments)
+		if err == nil && isErr {
+			err = fmt.Errorf("the tool %s.%s answered with an error", l.Upstream, l.Tool)
+		}
+		if err != nil {
+			rec.Lookups = append(rec.Lookups, lookupRecord{ID: l.ID, Error: err.Error()})
+			return nil, fmt.Errorf("lookup %s: %w", l.ID, err)
+		}
+		rec.Lookups = append(rec.Lookups, lookupRecord{ID: l.ID})
+		if l.TTL > 0 {
+			g.lmu.Lock()
+			if len(g.lookups) >= maxLookupEntries {
+				clear(g.lookups)
+			}
+			g.lookups[key] = lookupEntry{result: res, expires: now.Add(l.TTL)}
+			g.lmu.Unlock()
+		}
+		return res, nil
+	}
+}
+
+func (g *Gate) recordOutcome(callID, agentID string, o relay.Outcome) {
+	data := map[string]any{"decision_id": callID, "duration_us": o.Duration.Microseconds(), "answered": o.Answered}
+	switch {
+	case o.Answered && o.IsError:
+		data["status"] = "error"
+	case o.Answered:
+		data["status"] = "success"
+	default:
+		data["status"] = "no-answer"
+		data["error"] = o.Err
+	}
+	g.appendAsync(audit.Event{Type: "result", CallID: callID, AgentID: agentID, Data: data})
+}
+
+// appendAsync records an event without holding up the call; a failure is
+// logged (the decision itself was committed synchronously).
+func (g *Gate) appendAsync(ev audit.Event) {
+	ev.Time = g.opts.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := g.opts.Audit.Append(ctx, ev); err != nil {
+			g.log.Error("audit: could not record an event", "type", ev.Type, "call", ev.CallID, "err", err)
+		}
+	}()
+}
+
+// Inactive returns why the principal may not act, or "" when it may. The
+// test is the registry's (CheckActive); this only says it for the agent.
 func Inactive(p *store.Principal) string {
+	err := registry.CheckActive(*p)
+	if err == nil {
+		return ""
+	}
 	a, o := &p.Agent, &p.Owner
 	switch a.State {
 	case store.AgentActive:
 	case store.AgentSuspended:
-		return fmt.Sprintf("interlock refused this call: agent %q is suspended; ask its owner (%s) or the security team to resume it", a.ID, o.Email)
+		return fmt.Sprintf("agent %q is suspended; ask its owner (%s) or the security team to resume it", a.ID, o.Email)
 	case store.AgentOrphaned:
-		return fmt.Sprintf("interlock refused this call: agent %q is orphaned because its owner (%s) is no longer active; an administrator must reassign it to an active owner or decommission it", a.ID, o.Email)
+		return fmt.Sprintf("agent %q is orphaned because its owner (%s) is no longer active; an administrator must reassign it to an active owner or decommission it", a.ID, o.Email)
 	case store.AgentDecommissioned:
-		return fmt.Sprintf("interlock refused this call: agent %q is decommissioned and can no longer act", a.ID)
+		return fmt.Sprintf("agent %q is decommissioned and can no longer act", a.ID)
 	default:
-		return fmt.Sprintf("interlock refused this call: agent %q is in unknown state %q", a.ID, a.State)
+		return fmt.Sprintf("agent %q is in unknown state %q", a.ID, a.State)
 	}
 	if !o.Active {
-		return fmt.Sprintf("interlock refused this call: the owner of agent %q (%s) is deactivated; an administrator must reassign the agent to an active owner or decommission it", a.ID, o.Email)
+		return fmt.Sprintf("the owner of agent %q (%s) is deactivated; an administrator must reassign the agent to an active owner or decommission it", a.ID, o.Email)
 	}
-	return ""
+	return err.Error()
+}
+
+// ---- the decision record ----
+
+type decisionRecord struct {
+	DecisionID    string             `json:"decision_id"`
+	Time          time.Time          `json:"time"`
+	Agent         map[string]any     `json:"agent"`
+	Owner         map[string]any     `json:"owner"`
+	Tool          toolRef            `json:"tool"`
+	ArgsDigest    string             `json:"args_digest,omitempty"`
+	Args          any                `json:"args,omitempty"`
+	Call          *policy.Call       `json:"classification,omitempty"`
+	Effect        string             `json:"effect"`
+	ShadowEffect  string             `json:"shadow_effect,omitempty"`
+	Rule          string             `json:"rule"`
+	Matched       []policy.Match     `json:"matched,omitempty"`
+	Reasons       []string           `json:"reasons,omitempty"`
+	Errors        []string           `json:"errors,omitempty"`
+	Approvers     []string           `json:"approvers,omitempty"`
+	Quorum        int                `json:"quorum,omitempty"`
+	SoD           bool               `json:"separation_of_duties,omitempty"`
+	Constraints   *constraintsRecord `json:"constraints,omitempty"`
+	Budgets       map[string]float64 `json:"budgets,omitempty"`
+	Lookups       []lookupRecord     `json:"lookups,omitempty"`
+	PolicyHash    string             `json:"policy_version,omitempty"`
+	Transport     string             `json:"transport,omitempty"`
+	Session       string             `json:"session,omitempty"`
+	ClientIP      string             `json:"client_ip,omitempty"`
+	LatencyMicros int64              `json:"latency_us"`
+}
+
+type toolRef struct {
+	Upstream string `json:"upstream"`
+	Name     string `json:"name"`
+	Method   string `json:"method"`
+	Known    bool   `json:"known"`
+}
+
+type constraintsRecord struct {
+	LifetimeSeconds float64  `json:"lifetime_s"`
+	Uses            int      `json:"uses"`
+	MaxAmount       *float64 `json:"max_amount,omitempty"`
+}
+
+type lookupRecord struct {
+	ID     string `json:"id"`
+	Cached bool   `json:"cached,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+func (r *decisionRecord) fill(d policy.Decision) {
+	r.Effect, r.ShadowEffect, r.Rule = d.Effect, d.ShadowEffect, d.Rule
+	r.Matched, r.Reasons, r.Errors = d.Matched, d.Reasons, d.Errors
+	r.Approvers, r.Quorum, r.SoD = d.Approvers, d.Quorum, d.SeparationOfDuties
+	r.PolicyHash = d.PolicyHash
+	if d.Call.Action != "" {
+		c := d.Call
+		r.Call = &c
+	}
+	if d.Effect != "deny" {
+		r.Constraints = &constraintsRecord{LifetimeSeconds: d.Constraints.Lifetime.Seconds(), Uses: d.Constraints.Uses, MaxAmount: d.Constraints.MaxAmount}
+	}
+}
+
+func agentInfo(p *store.Principal) map[string]any {
+	return map[string]any{"id": p.Agent.ID, "name": p.Agent.Name, "department": p.Agent.Department,
+		"purpose": p.Agent.Purpose, "state": string(p.Agent.State), "owner": p.Owner.Email}
+}
+
+func ownerInfo(p *store.Principal) map[string]any {
+	roles := p.Owner.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	return map[string]any{"email": p.Owner.Email, "name": p.Owner.Name, "roles": roles, "active": p.Owner.Active}
+}
+
+func reasonText(d policy.Decision) string {
+	if len(d.Reasons) > 0 {
+		return strings.Join(d.Reasons, "; ")
+	}
+	switch d.Rule {
+	case "default":
+		return "no rule allows it (the policy's default)"
+	}
+	return "the policy says so"
+}
+
+func approversText(d policy.Decision) string {
+	if len(d.Approvers) == 0 {
+		return "a human approver"
+	}
+	s := strings.Join(d.Approvers, " or ")
+	if d.Quorum > 1 {
+		s = fmt.Sprintf("%d of %s", d.Quorum, s)
+	}
+	return s
+}
+
+// arguments decodes tools/call params.arguments (absent: an empty object).
+func arguments(params json.RawMessage) (map[string]any, error) {
+	var p struct {
+		Arguments json.RawMessage `json:"arguments"`
+	}
+	if len(params) > 0 {
+		if err := json.Unmarshal(params, &p); err != nil {
+			return nil, err
+		}
+	}
+	if len(p.Arguments) == 0 || string(p.Arguments) == "null" {
+		return map[string]any{}, nil
+	}
+	var args map[string]any
+	if err := json.Unmarshal(p.Arguments, &args); err != nil {
+		return nil, err
+	}
+	if args == nil {
+		args = map[string]any{}
+	}
+	return args, nil
+}
+
+// digest is the hex SHA-256 of the RFC 8785 canonical form of v.
+func digest(v any) string {
+	b, err := canon.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// redactValue copies v with the values of redacted keys replaced.
+func (g *Gate) redactValue(v any) any {
+	if len(g.redact) == 0 {
+		return v
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			if g.redact[strings.ToLower(k)] {
+				out[k] = "[redacted]"
+			} else {
+				out[k] = g.redactValue(val)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			out[i] = g.redactValue(val)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return "dec_" + hex.EncodeToString(b)
 }

@@ -56,7 +56,7 @@ const maxStdioLine = 64 << 20
 
 func startStdioLeg(up *Upstream, log *slog.Logger, s sink) (*stdioLeg, error) {
 	cmd := exec.Command(up.Command[0], up.Command[1:]...)
-	cmd.Env = childEnv(os.Environ(), up.Env)
+	cmd.Env = ChildEnv(os.Environ(), up.Env)
 	cmd.Dir = up.Dir
 	// Own process group, so that closing kills grandchildren (npx → node).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -134,9 +134,9 @@ var inheritedEnv = map[string]bool{
 	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true, "NODE_EXTRA_CA_CERTS": true,
 }
 
-// childEnv builds a stdio upstream's environment from interlock's (only
+// ChildEnv builds a stdio upstream's environment from interlock's (only
 // inheritedEnv, LC_* and XDG_*) and the upstream's configured variables.
-func childEnv(parent, extra []string) []string {
+func ChildEnv(parent, extra []string) []string {
 	env := make([]string, 0, len(extra)+16)
 	for _, kv := range parent {
 		k, _, _ := strings.Cut(kv, "=")

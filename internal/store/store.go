@@ -257,10 +257,20 @@ type AuditStore interface {
 	// with it, checks that the events build returns continue the chain
 	// (Seq = head.Seq+1, +2, ... and the first PrevHash = head.Hash), and
 	// inserts them. An error from build aborts and is returned as is.
+	// Events that do not continue the chain are ErrInvalid and nothing is
+	// written: a Seq out of line, a first PrevHash other than head.Hash, a
+	// PrevHash other than the Hash of the event before it in the batch, a
+	// Hash that is not 32 bytes, or an empty Type. An empty batch writes
+	// nothing and is not an error. build may be called more than once (a
+	// backend may retry), so it must depend only on the head it receives.
 	AppendAudit(ctx context.Context, build func(head AuditHead) ([]AuditEvent, error)) error
 	AuditHead(ctx context.Context) (AuditHead, error)
 	// ListAudit returns events in Seq order.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	// PutCheckpoint stores c as it is: ErrAlreadyExists if a checkpoint at
+	// c.Seq exists; ErrInvalid for a Seq below 1, a Hash that is not 32
+	// bytes, an empty KeyID or an empty Signature. It does not check c
+	// against the chain (the audit package's Verify does).
 	PutCheckpoint(ctx context.Context, c Checkpoint) error
 	// ListCheckpoints returns checkpoints in Seq order.
 	ListCheckpoints(ctx context.Context) ([]Checkpoint, error)
@@ -269,7 +279,9 @@ type AuditStore interface {
 	// entries with Time > since, plus e.Amount, stays within limit; it
 	// returns that sum (with e.Amount when charged) and whether it charged.
 	// Check and charge are one atomic step, so concurrent callers (and
-	// replicas) can never overrun the limit together.
+	// replicas) can never overrun the limit together. An entry with an
+	// empty Key, a zero Time, or an Amount that is negative, NaN or
+	// infinite, and a NaN limit, are ErrInvalid.
 	ChargeBudget(ctx context.Context, e BudgetEntry, since time.Time, limit float64) (total float64, charged bool, err error)
 	// BudgetTotals returns, for each key, the sum of its entries with
 	// Time > since (0 for keys without entries).

@@ -236,10 +236,21 @@ cfg=$work/interlock.yaml
 # No allowed_hosts: the default (localhost, 127.0.0.1 and [::1] on any port)
 # must admit the shim's Host (127.0.0.1:$sport) and refuse the dns-rebinding
 # scenario's evil.example.com.
+# The suite checks the protocol, not the policy: every tool call is allowed
+# (and still decided, and recorded in the audit log, on the way).
+cat >"$work/policy.yaml" <<EOF
+version: 1
+default: deny
+rules:
+  - id: conformance-allows-every-call
+    when: "true"
+    effect: allow
+EOF
 cat >"$cfg" <<EOF
 listen: 127.0.0.1:$iport
 public_url: http://127.0.0.1:$iport
 storage: {driver: sqlite, dsn: $work/interlock.db}
+policy: {file: $work/policy.yaml}
 upstreams:
   - name: everything
     url: http://127.0.0.1:$eport_gw/mcp
@@ -279,4 +290,9 @@ if ((gateway_rc != 0 || compare_rc != 0)); then
 fi
 total=$(grep -E '^Total: [0-9]+ passed, [0-9]+ failed' "$results/gateway.log" | tail -n 1)
 log "through interlock: identical to the direct run"
+# Every tool call of the suite went through the gate and into the audit
+# chain; the chain must verify.
+"$bin" audit verify --config "$cfg" >"$results/audit-verify.log" 2>&1 ||
+	{ cat "$results/audit-verify.log" >&2; fail "interlock audit verify failed after the suite"; }
+log "$(tail -n 1 "$results/audit-verify.log")"
 echo "conformance: ${total#Total: }"

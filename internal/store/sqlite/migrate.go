@@ -62,6 +62,41 @@ var migrations = []migration{
 			value BLOB NOT NULL
 		)`,
 	}},
+	// 2: the audit chain, its checkpoints and budget counters.
+	//
+	// seq is spelled INTEGER PRIMARY KEY so that SQLite makes it the rowid
+	// (a 64-bit integer, and no second B-tree): in PostgreSQL it is BIGINT
+	// PRIMARY KEY. amount is REAL here and DOUBLE PRECISION there. Nothing
+	// else differs. budget_entries has no key of its own: it is only ever
+	// summed and pruned.
+	{stmts: []string{
+		`CREATE TABLE audit_events (
+			seq       INTEGER NOT NULL PRIMARY KEY,
+			at        BIGINT,
+			type      TEXT    NOT NULL,
+			call_id   TEXT    NOT NULL,
+			agent_id  TEXT    NOT NULL,
+			data      BLOB    NOT NULL,
+			prev_hash BLOB    NOT NULL,
+			hash      BLOB    NOT NULL
+		)`,
+		`CREATE INDEX audit_events_at ON audit_events (at)`,
+		`CREATE INDEX audit_events_agent_id ON audit_events (agent_id, seq)`,
+		`CREATE TABLE checkpoints (
+			seq       INTEGER NOT NULL PRIMARY KEY,
+			hash      BLOB    NOT NULL,
+			at        BIGINT,
+			key_id    TEXT    NOT NULL,
+			signature BLOB    NOT NULL
+		)`,
+		`CREATE TABLE budget_entries (
+			key     TEXT   NOT NULL,
+			at      BIGINT NOT NULL,
+			amount  REAL   NOT NULL,
+			call_id TEXT   NOT NULL
+		)`,
+		`CREATE INDEX budget_entries_key_at ON budget_entries (key, at)`,
+	}},
 }
 
 // migrate brings the schema up to date, one migration per transaction, and

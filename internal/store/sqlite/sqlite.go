@@ -58,6 +58,8 @@ type Store struct {
 
 	lookupStmt *sql.Stmt // LookupPrincipal, the hot path
 	genStmt    *sql.Stmt // Generation, read by every principal cache
+	insAudit1  *sql.Stmt // AppendAudit: one row, on the writer
+	insAuditN  *sql.Stmt // AppendAudit: insertAuditBatch rows, on the writer
 }
 
 var _ store.Store = (*Store)(nil)
@@ -149,6 +151,9 @@ func (s *Store) open(ctx context.Context, path string) error {
 	if s.genStmt, err = s.r.PrepareContext(ctx, `SELECT value FROM generation WHERE id = 1`); err != nil {
 		return fmt.Errorf("sqlite: prepare: %w", err)
 	}
+	if err := s.prepareAudit(ctx); err != nil {
+		return err
+	}
 	s.log.Debug("store opened", "path", path)
 	return nil
 }
@@ -176,7 +181,7 @@ func dsn(name string, writer, memory bool) string {
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt} {
+	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

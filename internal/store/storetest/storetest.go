@@ -1,7 +1,9 @@
 // Package storetest provides the conformance suite every store.Store backend
 // must pass: Run exercises each method of the interface, its sentinel errors,
-// the Generation counter, Meta and the concurrency guarantees the rest of
-// interlock relies on.
+// the Generation counter, Meta, the audit chain's continuity checks and
+// filters, checkpoints, budget counters and the concurrency guarantees the
+// rest of interlock relies on (contiguous concurrent appends, budgets that
+// concurrent charges never overrun).
 //
 // It must not depend on any one backend's behaviour (it will run against
 // SQLite and PostgreSQL alike), must not sleep or assert on timing, and must
@@ -49,6 +51,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentCreateUser", testConcurrentCreateUser},
 		{"Timestamps", testTimestamps},
 		{"Ping", testPing},
+		{"AuditHeadEmpty", testAuditHeadEmpty},
+		{"AppendAudit", testAppendAudit},
+		{"ConcurrentAppendAudit", testConcurrentAppendAudit},
+		{"ListAudit", testListAudit},
+		{"Checkpoints", testCheckpoints},
+		{"ChargeBudget", testChargeBudget},
+		{"ConcurrentChargeBudget", testConcurrentChargeBudget},
+		{"BudgetTotals", testBudgetTotals},
+		{"PruneBudget", testPruneBudget},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

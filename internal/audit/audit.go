@@ -1,0 +1,367 @@
+// Package audit is the tamper-evident audit log: append with group commit,
+// hash chain, signed checkpoints, verify, export; it must not drop events.
+//
+// Every event is one record of a hash chain kept in the store: it carries a
+// sequence number (contiguous from 1), the hash of the event before it and
+// its own hash, a SHA-256 over an RFC 8785 canonical JSON encoding of the
+// whole record (see docs/audit.md for the exact bytes). Changing, deleting,
+// inserting or reordering events breaks the chain, and Verify names the
+// first event where it breaks. Periodically the head of the chain is signed
+// with an Ed25519 key (a checkpoint), so that an event covered by a
+// checkpoint cannot be rewritten even by someone who recomputes the hashes
+// after it.
+//
+// Log.Append returns only once its event is committed, and never reports
+// success for an event that was not: the gate relies on that to record a
+// decision before it acts on it (fail closed). Concurrent appends are
+// group-committed: one committer goroutine drains the queue into a single
+// store transaction, so throughput grows with the number of callers while
+// each caller still waits for its own record.
+//
+// The package must not drop or reorder events, must not hold decisions (the
+// gate decides), and reads the clock only through Options.Now.
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxBatch           = 512
+	DefaultCheckpointEvery    = 10000
+	DefaultCheckpointInterval = time.Minute
+)
+
+// ErrClosed is returned by appends after Close.
+var ErrClosed = errors.New("audit: log is closed")
+
+// Options configure New. Store is required; zero values of the rest mean
+// their defaults.
+type Options struct {
+	Store store.Store
+	// Now stamps events that come without a time, and checkpoints.
+	// nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger // nil means slog.Default()
+	// MaxBatch is the most events committed in one store transaction
+	// (DefaultMaxBatch). A single AppendBatch larger than this is committed
+	// on its own, whole.
+	MaxBatch int
+	// A checkpoint is signed after CheckpointEvery events
+	// (DefaultCheckpointEvery), and after CheckpointInterval
+	// (DefaultCheckpointInterval) if any event came since the last one.
+	// A negative value turns that trigger off.
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+}
+
+// Event is what callers append. Data must encode (encoding/json) as a JSON
+// object; nil is the empty object.
+type Event struct {
+	Type    string    // "decision", "forwarded", "result", ...; required
+	CallID  string    // groups the events of one call
+	AgentID string    // the agent the event is about
+	Time    time.Time // zero: Options.Now(); kept to the microsecond
+	Data    any
+}
+
+// Log appends to the audit chain. It is safe for concurrent use.
+type Log struct {
+	st         store.Store
+	now        func() time.Time
+	log        *slog.Logger
+	maxBatch   int
+	cpEvery    int
+	cpInterval time.Duration
+
+	key   ed25519.PrivateKey
+	pub   ed25519.PublicKey
+	keyID string
+
+	mu     sync.Mutex
+	queue  []*request // waiting for the committer, in arrival order
+	closed bool
+	wake   chan struct{} // capacity 1: "the queue is not empty"
+	done   chan struct{} // closed when the committer has exited
+
+	cpMu   sync.Mutex
+	lastCP store.Checkpoint // the newest checkpoint this log knows of (Seq 0: none)
+
+	// Owned by the committer goroutine.
+	sinceCP int // events committed since the last checkpoint
+	head    store.AuditHead
+	scratch []byte
+	batch   []*request
+}
+
+// request is one AppendBatch waiting for its commit.
+type request struct {
+	evs   []store.AuditEvent // prepared; the committer fills Seq, PrevHash, Hash
+	first int64
+	err   error
+	done  chan struct{}
+}
+
+// New returns a Log appending to opts.Store, with its checkpoint key loaded
+// from the store's meta (created on first use). Close it to flush and stop
+// it.
+func New(ctx context.Context, opts Options) (*Log, error) {
+	if opts.Store == nil {
+		return nil, errors.New("audit: Options.Store is nil")
+	}
+	l := &Log{
+		st:         opts.Store,
+		now:        opts.Now,
+		log:        opts.Logger,
+		maxBatch:   opts.MaxBatch,
+		cpEvery:    opts.CheckpointEvery,
+		cpInterval: opts.CheckpointInterval,
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	if l.maxBatch <= 0 {
+		l.maxBatch = DefaultMaxBatch
+	}
+	if l.cpEvery == 0 {
+		l.cpEvery = DefaultCheckpointEvery
+	}
+	if l.cpInterval == 0 {
+		l.cpInterval = DefaultCheckpointInterval
+	}
+	key, err := loadOrCreateKey(ctx, l.st)
+	if err != nil {
+		return nil, err
+	}
+	l.key, l.pub, l.keyID = key, key.Public().(ed25519.PublicKey), KeyID(key.Public().(ed25519.PublicKey))
+	cps, err := l.st.ListCheckpoints(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
+	}
+	if len(cps) > 0 {
+		l.lastCP = cps[len(cps)-1]
+	}
+	if l.head, err = l.st.AuditHead(ctx); err != nil {
+		return nil, fmt.Errorf("audit: read chain head: %w", err)
+	}
+	l.sinceCP = int(l.head.Seq - l.lastCP.Seq)
+	go l.run()
+	return l, nil
+}
+
+// PublicKey returns the key checkpoints are signed with.
+func (l *Log) PublicKey() ed25519.PublicKey { return l.pub }
+
+// KeyID returns the id of PublicKey, as checkpoints name it.
+func (l *Log) KeyID() string { return l.keyID }
+
+// Append appends ev and returns its sequence number once it is committed.
+// An error means the event may not be in the log: callers must treat the
+// action it records as not done (fail closed). If ctx ends while the event
+// waits for its commit, Append returns ctx's error; the event may still be
+// committed.
+func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
+	return l.AppendBatch(ctx, []Event{ev})
+}
+
+// AppendBatch appends evs atomically, with contiguous sequence numbers, and
+// returns the first once they are committed. It is Append for several
+// events; an empty batch returns 0 and no error.
+func (l *Log) AppendBatch(ctx context.Context, evs []Event) (int64, error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("audit: append: %w", err)
+	}
+	r := &request{evs: make([]store.AuditEvent, len(evs)), done: make(chan struct{})}
+	for i, ev := range evs {
+		e, err := prepare(ev, l.now)
+		if err != nil {
+			return 0, fmt.Errorf("audit: append: %w", err)
+		}
+		r.evs[i] = e
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	l.queue = append(l.queue, r)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return 0, fmt.Errorf("audit: append: %w", r.err)
+		}
+		return r.first, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("audit: append (the event may still be committed): %w", ctx.Err())
+	}
+}
+
+// run is the committer: it drains the queue into store transactions until
+// the log is closed and the queue is empty, and signs checkpoints.
+func (l *Log) run() {
+	defer close(l.done)
+	var tick <-chan time.Time
+	if l.cpInterval > 0 {
+		t := time.NewTicker(l.cpInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	ctx := context.Background()
+	for {
+		select {
+		case <-l.wake:
+		case <-tick:
+			if l.sinceCP > 0 {
+				l.autoCheckpoint(ctx)
+			}
+			continue
+		}
+		for {
+			batch, closed := l.take()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			l.commit(ctx, batch)
+			if l.cpEvery > 0 && l.sinceCP >= l.cpEvery {
+				l.autoCheckpoint(ctx)
+			}
+		}
+	}
+}
+
+// take removes requests from the head of the queue, up to maxBatch events
+// (but always at least one request), and reports whether the log is closed.
+func (l *Log) take() ([]*request, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, events := 0, 0
+	for n < len(l.queue) {
+		k := len(l.queue[n].evs)
+		if n > 0 && events+k > l.maxBatch {
+			break
+		}
+		events += k
+		n++
+	}
+	batch := append(l.batch[:0], l.queue[:n]...)
+	// Shift rather than reslice so the queue's array does not grow without
+	// bound; it is short (one entry per waiting caller).
+	rest := copy(l.queue, l.queue[n:])
+	clear(l.queue[rest:])
+	l.queue = l.queue[:rest]
+	return batch, l.closed
+}
+
+// commit appends the batch's events in one store transaction and wakes its
+// callers with the outcome.
+func (l *Log) commit(ctx context.Context, batch []*request) {
+	n := 0
+	for _, r := range batch {
+		n += len(r.evs)
+	}
+	var newHead store.AuditHead
+	err := l.st.AppendAudit(ctx, func(head store.AuditHead) ([]store.AuditEvent, error) {
+		evs := make([]store.AuditEvent, 0, n)
+		hashes := make([]byte, n*HashSize)
+		seq, prev := head.Seq, head.Hash
+		if seq+int64(n) > maxSeq {
+			return nil, fmt.Errorf("the chain is full (%d events)", seq)
+		}
+		for _, r := range batch {
+			r.first = seq + 1
+			for _, e := range r.evs {
+				seq++
+				e.Seq, e.PrevHash = seq, prev
+				var sum [HashSize]byte
+				sum, l.scratch = hashEvent(&e, l.scratch)
+				e.Hash = hashes[:HashSize:HashSize]
+				hashes = hashes[HashSize:]
+				copy(e.Hash, sum[:])
+				evs = append(evs, e)
+				prev = e.Hash
+			}
+		}
+		newHead = store.AuditHead{Seq: seq, Hash: prev}
+		return evs, nil
+	})
+	if err != nil {
+		l.log.Error("audit: commit failed", "events", n, "err", err)
+	} else {
+		l.head = newHead
+		l.sinceCP += n
+	}
+	for _, r := range batch {
+		if err != nil {
+			r.first, r.err = 0, err
+		}
+		close(r.done)
+	}
+	clear(batch)
+	l.batch = batch[:0]
+}
+
+// autoCheckpoint signs the head the committer last wrote.
+func (l *Log) autoCheckpoint(ctx context.Context) {
+	if _, err := l.checkpointAt(ctx, l.head); err != nil {
+		l.log.Error("audit: checkpoint failed", "seq", l.head.Seq, "err", err)
+		return
+	}
+	l.sinceCP = 0
+}
+
+// Close flushes the queue (every event accepted before Close is committed
+// or its caller gets an error), stops the committer and signs a final
+// checkpoint of the head. Appends after Close return ErrClosed. It does not
+// close the store. It is safe to call more than once.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	already := l.closed
+	l.closed = true
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	<-l.done
+	if already {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	head, err := l.st.AuditHead(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: close: read head: %w", err)
+	}
+	if head.Seq == 0 {
+		return nil
+	}
+	if _, err := l.checkpointAt(ctx, head); err != nil {
+		return fmt.Errorf("audit: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,354 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// hashSize is the length of AuditEvent.Hash and PrevHash: a SHA-256 digest.
+const hashSize = 32
+
+// zeroHash is the PrevHash of event 1 and the Hash of an empty chain's head.
+var zeroHash = make([]byte, hashSize)
+
+const auditCols = `seq, at, type, call_id, agent_id, data, prev_hash, hash`
+
+// insertAuditBatch is how many events one INSERT statement carries. A
+// multi-row INSERT saves most of the per-statement cost of the driver, which
+// dominates a single small row.
+const insertAuditBatch = 32
+
+// auditInsertSQL returns an INSERT of n audit rows.
+func auditInsertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_events (` + auditCols + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?)`)
+	}
+	return b.String()
+}
+
+// prepareAudit prepares the writer's audit statements. They are bound to the
+// one writer connection, so a transaction reuses them without preparing
+// again.
+func (s *Store) prepareAudit(ctx context.Context) error {
+	var err error
+	if s.insAudit1, err = s.w.PrepareContext(ctx, auditInsertSQL(1)); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.insAuditN, err = s.w.PrepareContext(ctx, auditInsertSQL(insertAuditBatch)); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	return nil
+}
+
+// queryer is *sql.DB or *sql.Tx.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func readHead(ctx context.Context, q queryer) (store.AuditHead, error) {
+	var h store.AuditHead
+	err := q.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&h.Seq, &h.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.AuditHead{Seq: 0, Hash: bytes.Clone(zeroHash)}, nil
+	}
+	if err != nil {
+		return store.AuditHead{}, fmt.Errorf("read audit head: %w", err)
+	}
+	return h, nil
+}
+
+// continues checks that evs continue the chain at head.
+func continues(head store.AuditHead, evs []store.AuditEvent) error {
+	prev := head.Hash
+	for i, e := range evs {
+		switch want := head.Seq + int64(i) + 1; {
+		case e.Seq != want:
+			return invalid("audit event %d of %d has seq %d, want %d", i+1, len(evs), e.Seq, want)
+		case len(e.Hash) != hashSize:
+			return invalid("audit event %d: hash is %d bytes, want %d", e.Seq, len(e.Hash), hashSize)
+		case !bytes.Equal(e.PrevHash, prev):
+			return invalid("audit event %d: prev_hash %x does not continue the chain (%x)", e.Seq, e.PrevHash, prev)
+		case e.Type == "":
+			return invalid("audit event %d: type is empty", e.Seq)
+		}
+		prev = e.Hash
+	}
+	return nil
+}
+
+func auditArgs(args []any, e store.AuditEvent) []any {
+	data := e.Data
+	if data == nil {
+		data = []byte{}
+	}
+	return append(args, e.Seq, micros(e.Time), e.Type, e.CallID, e.AgentID, data, e.PrevHash, e.Hash)
+}
+
+// AppendAudit implements store.Store.
+func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) error {
+	var buildErr error
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		head, err := readHead(ctx, tx)
+		if err != nil {
+			return err
+		}
+		evs, err := build(head)
+		if err != nil {
+			buildErr = err
+			return err
+		}
+		if err := continues(head, evs); err != nil {
+			return err
+		}
+		args := make([]any, 0, 8*insertAuditBatch)
+		if len(evs) >= insertAuditBatch {
+			stmt := tx.StmtContext(ctx, s.insAuditN)
+			for len(evs) >= insertAuditBatch {
+				args = args[:0]
+				for _, e := range evs[:insertAuditBatch] {
+					args = auditArgs(args, e)
+				}
+				if _, err := stmt.ExecContext(ctx, args...); err != nil {
+					return fmt.Errorf("insert audit events from %d: %w", evs[0].Seq, mapErr(err))
+				}
+				evs = evs[insertAuditBatch:]
+			}
+		}
+		if len(evs) > 0 {
+			stmt := tx.StmtContext(ctx, s.insAudit1)
+			for _, e := range evs {
+				if _, err := stmt.ExecContext(ctx, auditArgs(args[:0], e)...); err != nil {
+					return fmt.Errorf("insert audit event %d: %w", e.Seq, mapErr(err))
+				}
+			}
+		}
+		return nil
+	})
+	if buildErr != nil {
+		return buildErr
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: append audit: %w", err)
+	}
+	return nil
+}
+
+// AuditHead implements store.Store.
+func (s *Store) AuditHead(ctx context.Context) (store.AuditHead, error) {
+	h, err := readHead(ctx, s.r)
+	if err != nil {
+		return store.AuditHead{}, fmt.Errorf("sqlite: %w", err)
+	}
+	return h, nil
+}
+
+// ListAudit implements store.Store.
+func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	var (
+		q    strings.Builder
+		args []any
+	)
+	q.WriteString(`SELECT ` + auditCols + ` FROM audit_events WHERE seq > ?`)
+	args = append(args, f.AfterSeq)
+	if !f.Since.IsZero() {
+		q.WriteString(` AND at >= ?`)
+		args = append(args, f.Since.UnixMicro())
+	}
+	if f.AgentID != "" {
+		q.WriteString(` AND agent_id = ?`)
+		args = append(args, f.AgentID)
+	}
+	if len(f.Types) > 0 {
+		q.WriteString(` AND type IN (?` + strings.Repeat(`, ?`, len(f.Types)-1) + `)`)
+		for _, t := range f.Types {
+			args = append(args, t)
+		}
+	}
+	q.WriteString(` ORDER BY seq`)
+	if f.Limit > 0 {
+		q.WriteString(` LIMIT ?`)
+		args = append(args, f.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditEvent
+	if f.Limit > 0 {
+		out = make([]store.AuditEvent, 0, min(f.Limit, 16384))
+	}
+	for rows.Next() {
+		var (
+			e  store.AuditEvent
+			at sql.NullInt64
+		)
+		if err := rows.Scan(&e.Seq, &at, &e.Type, &e.CallID, &e.AgentID, &e.Data, &e.PrevHash, &e.Hash); err != nil {
+			return nil, fmt.Errorf("sqlite: list audit: %w", err)
+		}
+		e.Time = fromMicros(at)
+		if e.Data == nil {
+			e.Data = []byte{}
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list audit: %w", err)
+	}
+	return out, nil
+}
+
+// PutCheckpoint implements store.Store.
+func (s *Store) PutCheckpoint(ctx context.Context, c store.Checkpoint) error {
+	switch {
+	case c.Seq < 1:
+		return fmt.Errorf("sqlite: put checkpoint: %w", invalid("seq %d", c.Seq))
+	case len(c.Hash) != hashSize:
+		return fmt.Errorf("sqlite: put checkpoint %d: %w", c.Seq, invalid("hash is %d bytes, want %d", len(c.Hash), hashSize))
+	case c.KeyID == "":
+		return fmt.Errorf("sqlite: put checkpoint %d: %w", c.Seq, invalid("key id is empty"))
+	case len(c.Signature) == 0:
+		return fmt.Errorf("sqlite: put checkpoint %d: %w", c.Seq, invalid("signature is empty"))
+	}
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO checkpoints (seq, hash, at, key_id, signature) VALUES (?, ?, ?, ?, ?)`,
+			c.Seq, c.Hash, micros(c.Time), c.KeyID, c.Signature)
+		return mapErr(err)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: put checkpoint %d: %w", c.Seq, err)
+	}
+	return nil
+}
+
+// ListCheckpoints implements store.Store.
+func (s *Store) ListCheckpoints(ctx context.Context) ([]store.Checkpoint, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, hash, at, key_id, signature FROM checkpoints ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Checkpoint
+	for rows.Next() {
+		var (
+			c  store.Checkpoint
+			at sql.NullInt64
+		)
+		if err := rows.Scan(&c.Seq, &c.Hash, &at, &c.KeyID, &c.Signature); err != nil {
+			return nil, fmt.Errorf("sqlite: list checkpoints: %w", err)
+		}
+		c.Time = fromMicros(at)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// ---- budgets ----
+
+func validBudget(e store.BudgetEntry, limit float64) error {
+	switch {
+	case e.Key == "":
+		return invalid("budget key is empty")
+	case e.Time.IsZero():
+		return invalid("budget entry for %q has no time", e.Key)
+	case math.IsNaN(e.Amount) || math.IsInf(e.Amount, 0) || e.Amount < 0:
+		return invalid("budget entry for %q: amount %v", e.Key, e.Amount)
+	case math.IsNaN(limit):
+		return invalid("budget limit for %q is NaN", e.Key)
+	}
+	return nil
+}
+
+// ChargeBudget implements store.Store.
+func (s *Store) ChargeBudget(ctx context.Context, e store.BudgetEntry, since time.Time, limit float64) (float64, bool, error) {
+	if err := validBudget(e, limit); err != nil {
+		return 0, false, fmt.Errorf("sqlite: charge budget: %w", err)
+	}
+	var (
+		total   float64
+		charged bool
+	)
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx,
+			`SELECT COALESCE(SUM(amount), 0) FROM budget_entries WHERE key = ? AND at > ?`,
+			e.Key, since.UnixMicro()).Scan(&total); err != nil {
+			return fmt.Errorf("sum: %w", err)
+		}
+		if total+e.Amount > limit {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO budget_entries (key, at, amount, call_id) VALUES (?, ?, ?, ?)`,
+			e.Key, e.Time.UnixMicro(), e.Amount, e.CallID); err != nil {
+			return mapErr(err)
+		}
+		total += e.Amount
+		charged = true
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("sqlite: charge budget %q: %w", e.Key, err)
+	}
+	return total, charged, nil
+}
+
+// BudgetTotals implements store.Store.
+func (s *Store) BudgetTotals(ctx context.Context, keys []string, since time.Time) (map[string]float64, error) {
+	out := make(map[string]float64, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	args := make([]any, 0, len(keys)+1)
+	args = append(args, since.UnixMicro())
+	for _, k := range keys {
+		out[k] = 0
+		args = append(args, k)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT key, SUM(amount) FROM budget_entries WHERE at > ? AND key IN (?`+
+		strings.Repeat(`, ?`, len(keys)-1)+`) GROUP BY key`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: budget totals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			k   string
+			sum float64
+		)
+		if err := rows.Scan(&k, &sum); err != nil {
+			return nil, fmt.Errorf("sqlite: budget totals: %w", err)
+		}
+		out[k] = sum
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: budget totals: %w", err)
+	}
+	return out, nil
+}
+
+// PruneBudget implements store.Store.
+func (s *Store) PruneBudget(ctx context.Context, before time.Time) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM budget_entries WHERE at <= ?`, before.UnixMicro())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: prune budget: %w", err)
+	}
+	return nil
+}
