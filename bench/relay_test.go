@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -102,8 +103,12 @@ func BenchmarkEcho(b *testing.B) {
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	defer up.Close()
 	dir := b.TempDir()
-	cfg, err := config.Parse([]byte(fmt.Sprintf("storage: {dsn: %s}\nupstreams:\n  - name: acme\n    url: %s\n",
-		filepath.Join(dir, "i.db"), up.URL)), filepath.Join(dir, "interlock.yaml"), config.LoadOptions{})
+	pol := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(pol, []byte("version: 1\ndefault: deny\nrules:\n  - id: echo\n    when: 'tool.name == \"echo\"'\n    effect: allow\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf("storage: {dsn: %s}\npolicy: {file: %s}\nupstreams:\n  - name: acme\n    url: %s\n",
+		filepath.Join(dir, "i.db"), pol, up.URL)), filepath.Join(dir, "interlock.yaml"), config.LoadOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -181,8 +181,13 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 
 	ilAddr, _ := freePort()
 	cfg := filepath.Join(dir, "interlock.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nstorage: {driver: sqlite, dsn: %s}\nlog: {level: warn}\nupstreams:\n  - name: acme\n    url: http://%s/mcp\n",
-		ilAddr, filepath.Join(dir, "interlock.db"), acmeAddr)), 0o600)
+	// The allow path in full: the call is classified, decided by a policy
+	// (a rule among the demo's), and its decision committed to the audit
+	// log before it is forwarded.
+	pol := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pol, []byte(benchPolicy), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nstorage: {driver: sqlite, dsn: %s}\npolicy: {file: %s}\nlog: {level: warn}\nupstreams:\n  - name: acme\n    url: http://%s/mcp\n",
+		ilAddr, filepath.Join(dir, "interlock.db"), pol, acmeAddr)), 0o600)
 	cli := func(args ...string) ([]byte, error) {
 		cmd := exec.Command(interlock, args...)
 		cmd.Stderr = os.Stderr
@@ -330,6 +335,30 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 	fmt.Printf("allocated by interlock per relayed call: %.1f KiB (target ≤ 64 KiB; %d calls, includes idle background work)\n", perCall/1024, relayed)
 	return nil
 }
+
+// benchPolicy decides the benchmark's echo calls: several rules are
+// evaluated, one allows.
+const benchPolicy = `version: 1
+default: deny
+tools:
+  - match: "acme.place_order"
+    action: spend
+    risk: high
+    amount: "args.quantity * args.unit_price_usd"
+rules:
+  - id: no-prod-deletes
+    when: 'tool.name.startsWith("delete") && args.environment == "production"'
+    effect: deny
+  - id: small-orders
+    when: 'call.action == "spend" && call.amount < 400'
+    effect: allow
+  - id: reads
+    when: 'call.action == "read" && call.risk == "low"'
+    effect: allow
+  - id: echo
+    when: 'tool.name == "echo"'
+    effect: allow
+`
 
 type target struct{ name, url, token string }
 
