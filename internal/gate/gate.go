@@ -106,7 +106,7 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 	start := g.opts.Now()
 	p := c.Principal
 	callID := newID()
-	args, argsErr := arguments(c.Params)
+	args, intent, argsErr := arguments(c.Params)
 
 	rec := decisionRecord{
 		DecisionID: callID,
@@ -116,6 +116,7 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 		Transport:  c.Transport,
 		Session:    c.Session,
 		ClientIP:   c.ClientIP,
+		Intent:     intent,
 		Time:       start.UTC(),
 	}
 	if argsErr == nil {
@@ -180,7 +181,7 @@ func (g *Gate) decide(ctx context.Context, c *relay.Call, p *store.Principal, ar
 		Tool:      tool,
 		ToolKnown: known,
 		Args:      args,
-		Context:   policy.Context{Time: now, ClientIP: c.ClientIP, Session: c.Session},
+		Context:   policy.Context{Time: now, ClientIP: c.ClientIP, Session: c.Session, Intent: rec.Intent},
 		Budgets:   map[string]float64{},
 		Lookup:    g.lookup(rec),
 		Ctx:       ctx,
@@ -363,6 +364,7 @@ type decisionRecord struct {
 	Transport     string             `json:"transport,omitempty"`
 	Session       string             `json:"session,omitempty"`
 	ClientIP      string             `json:"client_ip,omitempty"`
+	Intent        string             `json:"intent,omitempty"`
 	LatencyMicros int64              `json:"latency_us"`
 }
 
@@ -434,27 +436,40 @@ func approversText(d policy.Decision) string {
 	return s
 }
 
-// arguments decodes tools/call params.arguments (absent: an empty object).
-func arguments(params json.RawMessage) (map[string]any, error) {
+// maxIntent bounds the stated intent kept from one call.
+const maxIntent = 1000
+
+// arguments decodes tools/call params.arguments (absent: an empty object)
+// and the agent's stated intent, params._meta["io.interlock/intent"] (a
+// string; anything else is ignored). The intent is recorded and offered to
+// the policy as context.intent; a policy can use it to be stricter.
+func arguments(params json.RawMessage) (map[string]any, string, error) {
 	var p struct {
 		Arguments json.RawMessage `json:"arguments"`
+		Meta      struct {
+			Intent json.RawMessage `json:"io.interlock/intent"`
+		} `json:"_meta"`
 	}
 	if len(params) > 0 {
 		if err := json.Unmarshal(params, &p); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
+	var intent string
+	if json.Unmarshal(p.Meta.Intent, &intent) == nil && len(intent) > maxIntent {
+		intent = strings.ToValidUTF8(intent[:maxIntent], "") + "…"
+	}
 	if len(p.Arguments) == 0 || string(p.Arguments) == "null" {
-		return map[string]any{}, nil
+		return map[string]any{}, intent, nil
 	}
 	var args map[string]any
 	if err := json.Unmarshal(p.Arguments, &args); err != nil {
-		return nil, err
+		return nil, intent, err
 	}
 	if args == nil {
 		args = map[string]any{}
 	}
-	return args, nil
+	return args, intent, nil
 }
 
 // digest is the hex SHA-256 of the RFC 8785 canonical form of v.

@@ -43,6 +43,10 @@ rules:
   - id: no-secrets
     when: 'tool.name == "login"'
     effect: allow
+  - id: intent-says-delete
+    when: 'context.intent.contains("delete")'
+    effect: deny
+    reason: "the agent says it means to delete something"
 budgets:
   - id: daily
     per: agent
@@ -325,4 +329,22 @@ func TestFailClosed(t *testing.T) {
 			t.Fatalf("Check answered %+v without a committed decision record", v)
 		}
 	})
+}
+
+// The agent's stated intent is recorded and offered to the policy, which
+// may use it to be stricter.
+func TestIntentIsRecordedAndOffered(t *testing.T) {
+	e := newEnv(t)
+	params, _ := json.Marshal(map[string]any{"name": "buy", "arguments": map[string]any{"qty": 1, "price": 5},
+		"_meta": map[string]any{"io.interlock/intent": "buy cables, then delete the old order"}})
+	v, err := e.g.Check(context.Background(), &relay.Call{Principal: &e.p, Upstream: "shop", Method: "tools/call", Name: "buy", Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v == nil || v.Deny == nil || !strings.Contains(v.Deny.Reason, "delete") {
+		t.Fatalf("the intent did not make the decision stricter: %+v", v)
+	}
+	if d := e.events(t, "decision")[0]; d["intent"] != "buy cables, then delete the old order" {
+		t.Errorf("intent recorded as %v", d["intent"])
+	}
 }

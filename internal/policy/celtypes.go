@@ -231,6 +231,7 @@ func objectField(f fieldDef) *types.FieldType {
 				return nil, err
 			}
 			s.cache[slot] = v
+			s.cacheSet |= 1 << slot
 			return v, nil
 		},
 	}

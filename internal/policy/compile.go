@@ -52,15 +52,14 @@ type Policy struct {
 	lookups []*lookup
 
 	prov *provider
-	// groups holds the combined rule programs by action index
-	// (catalog.Actions); other is used for any other action.
-	groups [6]*ruleGroup
-	other  *ruleGroup
+	// index picks the rules that can match a call (index.go).
+	index ruleIndex
 
-	toolCache     sync.Map // full tool name -> *resolvedTool
-	toolCacheSize atomic.Int32
-	states        sync.Pool
-	unclassified  *resolvedTool
+	// toolCache maps tools to their resolved overrides; copied on write,
+	// so that reads take no lock.
+	toolCache   atomic.Pointer[map[toolKey]*resolvedTool]
+	toolCacheMu sync.Mutex
+	states      sync.Pool
 }
 
 // toolOverride is one entry of tools:.
@@ -94,9 +93,15 @@ type rule struct {
 	lifetime  time.Duration
 	uses      int
 	maxAmount *float64
-	// actions guards the rule: it can only match calls with one of these
-	// actions. nil: any action.
-	actions []string
+	// guards are top-level conditions on plain attributes, checked in Go
+	// before the rule runs (index.go).
+	guards []guard
+	// secondary are the guards other than the one the index uses.
+	secondary []guard
+	// rest are the other top-level conjuncts; residual evaluates them
+	// (nil: nothing is left, the guards decide).
+	rest     []celast.Expr
+	residual cel.Program
 }
 
 // budget is one compiled budget.
@@ -137,17 +142,6 @@ type lookup struct {
 	upstreamLine int
 }
 
-// ruleGroup is the set of rules that can match one action, evaluated by a
-// few combined programs, each returning a list of bools.
-type ruleGroup struct {
-	chunks []ruleChunk
-}
-
-type ruleChunk struct {
-	rules []int // indexes into Policy.rules
-	prog  cel.Program
-}
-
 // Hash returns the hex SHA-256 of the policy file's bytes: the policy
 // version recorded with every decision.
 func (p *Policy) Hash() string { return p.hash }
@@ -173,7 +167,7 @@ func (p *Policy) RuleIDs() []string {
 // ApprovalMessage returns the approval_message the tool overrides give the
 // tool (the last matching override that sets one), or "".
 func (p *Policy) ApprovalMessage(t catalog.Tool) string {
-	return p.resolveTool(t.FullName()).approvalMessage
+	return p.resolveTool(t.Upstream, t.Name).approvalMessage
 }
 
 // Load reads and compiles the policy file at path.
@@ -403,12 +397,7 @@ func (c *compiler) compile(f *fileSpec) *Policy {
 	if len(c.problems) > 0 {
 		return p
 	}
-	c.buildGroups(p)
-	p.unclassified = &resolvedTool{sources: map[string]string{
-		"class":  sourceUnclassified,
-		"action": sourceUnclassified,
-		"risk":   sourceUnclassified,
-	}}
+	c.buildIndex(p)
 	p.states.New = func() any { return newEvalState(p) }
 	return p
 }
@@ -493,6 +482,10 @@ func (c *compiler) expr(env *cel.Env, s str, where string, want exprWant) (*cel.
 	a, iss := env.Compile(s.V)
 	if iss != nil && iss.Err() != nil {
 		for _, e := range iss.Errors() {
+			if e.Location == nil || e.Location.Line() < 1 {
+				c.addAt(s, where, "%s", e.Message)
+				continue
+			}
 			line, col := exprPos(s, e.Location)
 			c.add(line, col, where, "%s (expression line %d, column %d)", e.Message, e.Location.Line(), e.Location.Column()+1)
 		}
@@ -524,7 +517,7 @@ func (c *compiler) expr(env *cel.Env, s str, where string, want exprWant) (*cel.
 // exprPos maps a position inside an expression to the file: exact for
 // one-line plain and quoted scalars, the line for block scalars.
 func exprPos(s str, loc common.Location) (line, col int) {
-	if loc == nil {
+	if loc == nil || loc.Line() < 1 {
 		return s.Line, s.Col
 	}
 	switch s.Style &^ (yaml.TaggedStyle | yaml.FlowStyle) {
@@ -637,7 +630,7 @@ func (c *compiler) rule(rs ruleSpec, i int, seen map[string]bool) *rule {
 	} else {
 		r.ast, r.prog = c.expr(c.env, rs.When, where+" when", wantBool)
 		if r.ast != nil {
-			r.actions = actionGuard(r.ast)
+			r.guards, r.rest = ruleGuards(r.ast)
 		}
 	}
 	r.req = c.requirement(rs.approvalSpec, rs.Effect.V, rs.Line, where)
@@ -804,165 +797,9 @@ func (c *compiler) budget(bs budgetSpec, i int, seen map[string]bool) *budget {
 	return b
 }
 
-// actionGuard returns the actions a rule can match, from top-level
-// conjuncts of the form call.action == "x" or call.action in ["x", "y"];
-// nil when the rule is not guarded. A rule whose guard is false evaluates
-// to false without error whatever else it says (CEL's && absorbs errors
-// next to false), so skipping it changes nothing.
-func actionGuard(a *cel.Ast) []string {
-	native := a.NativeRep()
-	refs := native.ReferenceMap()
-	var conj []celast.Expr
-	var flatten func(e celast.Expr)
-	flatten = func(e celast.Expr) {
-		if e.Kind() == celast.CallKind && e.AsCall().FunctionName() == "_&&_" {
-			for _, arg := range e.AsCall().Args() {
-				flatten(arg)
-			}
-			return
-		}
-		conj = append(conj, e)
-	}
-	flatten(native.Expr())
-	var set []string
-	guarded := false
-	isAction := func(e celast.Expr) bool {
-		return e.Kind() == celast.SelectKind && !e.AsSelect().IsTestOnly() && e.AsSelect().FieldName() == "action" &&
-			isGlobalIdent(e.AsSelect().Operand(), "call", refs)
-	}
-	strLit := func(e celast.Expr) (string, bool) {
-		if e.Kind() != celast.LiteralKind {
-			return "", false
-		}
-		s, ok := e.AsLiteral().Value().(string)
-		return s, ok
-	}
-	for _, e := range conj {
-		if e.Kind() != celast.CallKind {
-			continue
-		}
-		call := e.AsCall()
-		args := call.Args()
-		if len(args) != 2 {
-			continue
-		}
-		var acts []string
-		switch call.FunctionName() {
-		case "_==_":
-			l, r := args[0], args[1]
-			if !isAction(l) {
-				l, r = r, l
-			}
-			s, ok := strLit(r)
-			if !isAction(l) || !ok {
-				continue
-			}
-			acts = []string{s}
-		case "@in":
-			if !isAction(args[0]) || args[1].Kind() != celast.ListKind {
-				continue
-			}
-			ok := true
-			for _, el := range args[1].AsList().Elements() {
-				s, isStr := strLit(el)
-				if !isStr {
-					ok = false
-					break
-				}
-				acts = append(acts, s)
-			}
-			if !ok {
-				continue
-			}
-		default:
-			continue
-		}
-		if !guarded {
-			set, guarded = acts, true
-		} else {
-			set = slices.DeleteFunc(set, func(s string) bool { return !slices.Contains(acts, s) })
-		}
-	}
-	if !guarded {
-		return nil
-	}
-	if set == nil {
-		set = []string{}
-	}
-	return set
-}
-
-// buildGroups compiles the combined programs: for each action, the rules
-// that can match it, as lists of bools.
-func (c *compiler) buildGroups(p *Policy) {
-	byKey := map[string]*ruleGroup{}
-	group := func(action string) *ruleGroup {
-		var idx []int
-		for _, r := range p.rules {
-			if r.actions == nil || (action != "" && slices.Contains(r.actions, action)) || action == "" {
-				idx = append(idx, r.index)
-			}
-		}
-		key := fmt.Sprint(idx)
-		if g, ok := byKey[key]; ok {
-			return g
-		}
-		g := &ruleGroup{}
-		for len(idx) > 0 {
-			n, size := 0, 2
-			for n < len(idx) && n < maxChunkSize && size+len(p.rules[idx[n]].when.V)+8 < maxChunkText {
-				size += len(p.rules[idx[n]].when.V) + 8
-				n++
-			}
-			if n == 0 {
-				n = 1
-			}
-			g.chunks = append(g.chunks, c.chunk(p, idx[:n]))
-			idx = idx[n:]
-		}
-		byKey[key] = g
-		return g
-	}
-	for i, a := range catalog.Actions {
-		p.groups[i] = group(a)
-	}
-	p.other = group("")
-}
-
-// chunk compiles rules into one program returning a list of bools; when
-// that fails the chunk has no program and its rules are evaluated one by
-// one.
-func (c *compiler) chunk(p *Policy, idx []int) ruleChunk {
-	ch := ruleChunk{rules: slices.Clone(idx)}
-	if len(idx) == 1 {
-		ch.prog = p.rules[idx[0]].prog
-		return ch
-	}
-	var b strings.Builder
-	b.WriteString("[")
-	for i, ri := range idx {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		b.WriteString("(\n")
-		b.WriteString(p.rules[ri].when.V)
-		b.WriteString("\n)")
-	}
-	b.WriteString("]")
-	a, iss := c.env.Compile(b.String())
-	if iss != nil && iss.Err() != nil {
-		return ch
-	}
-	prg, err := c.env.Program(a, cel.EvalOptions(cel.OptOptimize))
-	if err != nil {
-		return ch
-	}
-	ch.prog = prg
-	return ch
-}
-
 // resolvedTool is the merged effect of the tool overrides on one tool.
 type resolvedTool struct {
+	fullName            string
 	class, action, risk string
 	// sources of the set fields: "policy:<match>"
 	sources         map[string]string
@@ -976,15 +813,22 @@ type resolvedTool struct {
 
 const sourceUnclassified = "default:unclassified"
 
-// resolveTool merges the overrides whose glob matches name, later entries
-// winning field by field.
-func (p *Policy) resolveTool(name string) *resolvedTool {
-	if v, ok := p.toolCache.Load(name); ok {
-		return v.(*resolvedTool)
+// toolKey identifies a tool without building its full name.
+type toolKey struct{ upstream, name string }
+
+// resolveTool merges the overrides whose glob matches upstream.name, later
+// entries winning field by field.
+func (p *Policy) resolveTool(upstream, name string) *resolvedTool {
+	key := toolKey{upstream, name}
+	if m := p.toolCache.Load(); m != nil {
+		if rt, ok := (*m)[key]; ok {
+			return rt
+		}
 	}
-	rt := &resolvedTool{sources: map[string]string{}}
+	full := upstream + "." + name
+	rt := &resolvedTool{fullName: full, sources: map[string]string{}}
 	for _, t := range p.tools {
-		if ok, _ := path.Match(t.match, name); !ok {
+		if ok, _ := path.Match(t.match, full); !ok {
 			continue
 		}
 		src := "policy:" + t.match
@@ -1008,10 +852,19 @@ func (p *Policy) resolveTool(name string) *resolvedTool {
 		rt.sources["amount"] = rt.amountSource
 	}
 	rt.fixed = rt.class != "" && rt.action != "" && rt.risk != ""
-	if p.toolCacheSize.Load() < maxToolCache {
-		if _, loaded := p.toolCache.LoadOrStore(name, rt); !loaded {
-			p.toolCacheSize.Add(1)
+	p.toolCacheMu.Lock()
+	defer p.toolCacheMu.Unlock()
+	var old map[toolKey]*resolvedTool
+	if m := p.toolCache.Load(); m != nil {
+		old = *m
+	}
+	if len(old) < maxToolCache {
+		m := make(map[toolKey]*resolvedTool, len(old)+1)
+		for k, v := range old {
+			m[k] = v
 		}
+		m[key] = rt
+		p.toolCache.Store(&m)
 	}
 	return rt
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,7 +19,8 @@ import (
 
 // Rule outcomes within one decision.
 const (
-	outNone uint8 = iota
+	outNone uint8 = iota // not evaluated
+	outFalse
 	outMatch
 	outError
 )
@@ -32,6 +34,10 @@ type evalState struct {
 	call  Call
 	views [numKinds]objVal
 	cache [numSlots]ref.Val
+	// cacheSet has a bit for every slot of cache in use.
+	cacheSet uint32
+	// attrs are the guardable attributes' values (index.go).
+	attrs [numAttrs]string
 
 	budgetVar any // lazily built value of the budget variable
 
@@ -41,8 +47,13 @@ type evalState struct {
 
 	result any // the result variable while a lookup's result runs
 
+	// ruleOut and ruleErr are the outcomes of the rules evaluated, whose
+	// indexes are in touched.
 	ruleOut []uint8
 	ruleErr []error
+	touched []int
+
+	items []item
 }
 
 func newEvalState(p *Policy) *evalState {
@@ -70,13 +81,29 @@ func (p *Policy) getState(in *Input) *evalState {
 func (p *Policy) putState(s *evalState) {
 	s.in, s.args, s.budgetVar, s.result = nil, nil, nil, nil
 	s.call = Call{}
-	clear(s.cache[:])
-	clear(s.lookupDone)
-	clear(s.lookupVal)
-	clear(s.lookupErr)
-	clear(s.ruleOut)
-	clear(s.ruleErr)
+	for set := s.cacheSet; set != 0; set &= set - 1 {
+		s.cache[bits.TrailingZeros32(set)] = nil
+	}
+	s.cacheSet = 0
+	if len(s.lookupDone) > 0 {
+		clear(s.lookupDone)
+		clear(s.lookupVal)
+		clear(s.lookupErr)
+	}
+	for _, ri := range s.touched {
+		s.ruleOut[ri], s.ruleErr[ri] = outNone, nil
+	}
+	s.touched = s.touched[:0]
+	s.items = s.items[:0]
 	p.states.Put(s)
+}
+
+// setRule records a rule's outcome.
+func (s *evalState) setRule(ri int, out uint8, err error) {
+	if s.ruleOut[ri] == outNone {
+		s.touched = append(s.touched, ri)
+	}
+	s.ruleOut[ri], s.ruleErr[ri] = out, err
 }
 
 // ResolveName implements interpreter.Activation.
@@ -242,7 +269,7 @@ func (p *Policy) Classify(t catalog.Tool, known bool, args map[string]any) (call
 
 func (p *Policy) classify(s *evalState) (Call, error) {
 	t := &s.in.Tool
-	rt := p.resolveTool(t.FullName())
+	rt := p.resolveTool(t.Upstream, t.Name)
 	var c Call
 	if rt.fixed {
 		c.Class, c.Action, c.Risk, c.Source = rt.class, rt.action, rt.risk, rt.sources
@@ -280,7 +307,7 @@ func (p *Policy) classify(s *evalState) (Call, error) {
 	if rt.amount != nil {
 		c.Amount, err = evalNumber(rt.amount, s)
 		if err != nil {
-			err = fmt.Errorf("amount of %s (%s): %w", t.FullName(), rt.amountSource, err)
+			err = fmt.Errorf("amount of %s (%s): %w", rt.fullName, rt.amountSource, err)
 		} else {
 			c.HasAmount = true
 		}
@@ -363,71 +390,6 @@ func RiskScore(class, action, risk string, amount float64, hasAmount bool) int {
 	return min(score, 100)
 }
 
-// ruleGroupFor returns the combined programs for an action.
-func (p *Policy) ruleGroupFor(action string) *ruleGroup {
-	switch action {
-	case catalog.ActionRead:
-		return p.groups[0]
-	case catalog.ActionWrite:
-		return p.groups[1]
-	case catalog.ActionSpend:
-		return p.groups[2]
-	case catalog.ActionInfrastructure:
-		return p.groups[3]
-	case catalog.ActionPersonalData:
-		return p.groups[4]
-	case catalog.ActionAdmin:
-		return p.groups[5]
-	}
-	return p.other
-}
-
-// evalRules fills s.ruleOut and s.ruleErr for the rules that can match the
-// call's action; the others stay outNone.
-func (p *Policy) evalRules(s *evalState) {
-	g := p.ruleGroupFor(s.call.Action)
-	for _, ch := range g.chunks {
-		if ch.prog != nil && len(ch.rules) > 1 {
-			out, _, err := ch.prog.Eval(s)
-			if err == nil {
-				if p.readChunk(s, ch, out) {
-					continue
-				}
-			}
-		}
-		// One of the rules failed (or the chunk has no program): find out
-		// which, one by one.
-		for _, ri := range ch.rules {
-			ok, err := evalBool(p.rules[ri].prog, s)
-			switch {
-			case err != nil:
-				s.ruleOut[ri], s.ruleErr[ri] = outError, err
-			case ok:
-				s.ruleOut[ri] = outMatch
-			}
-		}
-	}
-}
-
-// readChunk records the list of bools a chunk gave; false when the list is
-// not what it should be.
-func (p *Policy) readChunk(s *evalState, ch ruleChunk, out ref.Val) bool {
-	elems, ok := out.Value().([]ref.Val)
-	if !ok || len(elems) != len(ch.rules) {
-		return false
-	}
-	for i, v := range elems {
-		b, ok := v.(types.Bool)
-		if !ok {
-			return false
-		}
-		if b {
-			s.ruleOut[ch.rules[i]] = outMatch
-		}
-	}
-	return true
-}
-
 // item is a rule or budget that took part in a decision.
 type item struct {
 	id     string
@@ -494,8 +456,8 @@ func (p *Policy) Decide(in *Input) (d Decision) {
 	if in == nil {
 		return denyWith(d, RuleInput, errors.New("no input"))
 	}
-	d.Tool = in.Tool.FullName()
 	s := p.getState(in)
+	d.Tool = p.resolveTool(in.Tool.Upstream, in.Tool.Name).fullName
 	defer func() {
 		if r := recover(); r != nil {
 			d = denyWith(Decision{PolicyHash: p.hash, Tool: d.Tool, Call: d.Call}, RuleInternal, fmt.Errorf("internal error: %v", r))
@@ -511,16 +473,18 @@ func (p *Policy) Decide(in *Input) (d Decision) {
 	p.evalRules(s)
 
 	// Items: matching or failing rules in file order, then budgets.
-	var buf [16]item
-	items := buf[:0]
-	for i, r := range p.rules {
-		if out := s.ruleOut[i]; out != outNone {
+	slices.Sort(s.touched)
+	items := s.items[:0]
+	for _, i := range s.touched {
+		if out := s.ruleOut[i]; out == outMatch || out == outError {
+			r := p.rules[i]
 			items = append(items, item{id: r.id, effect: r.effect, shadow: r.shadow, out: out, err: s.ruleErr[i], rule: r, reason: r.reasonText})
 		}
 	}
 	if len(p.budgets) > 0 {
 		items = p.evalBudgets(s, &d, items)
 	}
+	s.items = items
 
 	enforced := p.decide(items, false)
 	all := p.decide(items, true)

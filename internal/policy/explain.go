@@ -74,7 +74,11 @@ func (d Decision) Explain() string {
 		line("approvers: %s (quorum %d, separation of duties: %s)", strings.Join(d.Approvers, ", "), d.Quorum, sod)
 		if len(d.Requirements) > 1 {
 			for _, r := range d.Requirements {
-				line("  - %s: %s (quorum %d)", r.Rule, strings.Join(r.Approvers, ", "), r.Quorum)
+				sod := ""
+				if r.SeparationOfDuties {
+					sod = ", separation of duties"
+				}
+				line("  - %s: %s (quorum %d%s)", r.Rule, strings.Join(r.Approvers, ", "), r.Quorum, sod)
 			}
 		}
 	}

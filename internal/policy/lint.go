@@ -139,14 +139,14 @@ func argRefs(a *cel.Ast) []argRef {
 		case celast.SelectKind:
 			sel := e.AsSelect()
 			if isGlobalIdent(sel.Operand(), "args", refs) {
-				out = append(out, argRef{name: sel.FieldName(), id: e.ID()})
+				out = append(out, argRef{name: sel.FieldName(), id: sel.Operand().ID()})
 			}
 		case celast.CallKind:
 			call := e.AsCall()
 			args := call.Args()
 			if call.FunctionName() == "_[_]" && len(args) == 2 && isGlobalIdent(args[0], "args", refs) && args[1].Kind() == celast.LiteralKind {
 				if s, ok := args[1].AsLiteral().Value().(string); ok {
-					out = append(out, argRef{name: s, id: args[1].ID()})
+					out = append(out, argRef{name: s, id: args[0].ID()})
 				}
 			}
 		}
