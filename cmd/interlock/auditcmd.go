@@ -39,9 +39,13 @@ func (c *cli) auditCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if rep.FirstBad != 0 {
-				fmt.Fprintf(c.stdout, "TAMPERED: the chain breaks at event %d: %s\n", rep.FirstBad, rep.Problem)
-				return &exitError{code: 1, err: fmt.Errorf("audit chain broken at event %d", rep.FirstBad)}
+			if !rep.OK() {
+				if rep.FirstBad != 0 {
+					fmt.Fprintf(c.stdout, "TAMPERED: the chain breaks at event %d: %s\n", rep.FirstBad, rep.Problem)
+					return &exitError{code: 1, err: fmt.Errorf("audit chain broken at event %d", rep.FirstBad)}
+				}
+				fmt.Fprintf(c.stdout, "TAMPERED: checkpoint at event %d does not verify: %s\n", rep.BadCheckpoint, rep.Problem)
+				return &exitError{code: 1, err: fmt.Errorf("audit checkpoint at event %d does not verify", rep.BadCheckpoint)}
 			}
 			fmt.Fprintf(c.stdout, "ok: %d events and %d signed checkpoints verified in %s\n", rep.Events, rep.Checkpoints,
 				time.Since(start).Round(time.Millisecond))

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	_ "modernc.org/sqlite"
 
 	"github.com/interlock-dev/interlock/examples/acme"
 	"github.com/interlock-dev/interlock/internal/testenv"
@@ -264,5 +266,31 @@ func TestPolicyHotReload(t *testing.T) {
 			t.Fatal("the new policy was never loaded")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// audit verify fails, naming the event, when the database is changed behind
+// interlock's back (the audit package tests every kind of tampering; this
+// checks the command's exit status and words).
+func TestAuditVerifyCommandCatchesTampering(t *testing.T) {
+	e := newPolicyEnv(t)
+	cs := connectHTTP(t, "http://"+e.addr+"/mcp/acme", e.token)
+	for i := 0; i < 3; i++ {
+		callFull(t, cs, "echo", map[string]any{"text": fmt.Sprint(i)})
+	}
+	if out, _, err := run(t, "audit", "verify", "--config", e.cfg); err != nil || !strings.Contains(out, "ok:") {
+		t.Fatalf("verify before tampering: %v %s", err, out)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(filepath.Dir(e.cfg), "interlock.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE audit_events SET data = replace(data, '"echo"', '"place_order"') WHERE seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, "audit", "verify", "--config", e.cfg)
+	if err == nil || !strings.Contains(out, "TAMPERED") || !strings.Contains(out, "event 1") {
+		t.Fatalf("verify after changing event 1: %v %s", err, out)
 	}
 }

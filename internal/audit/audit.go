@@ -28,7 +28,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/interlock-dev/interlock/internal/store"
@@ -86,6 +88,11 @@ type Log struct {
 	key   ed25519.PrivateKey
 	pub   ed25519.PublicKey
 	keyID string
+
+	// preparing counts appends between their start and their queueing
+	// (encoding their data): the committer lets them finish and join the
+	// next batch rather than commit a small one.
+	preparing atomic.Int64
 
 	mu     sync.Mutex
 	queue  []*request // waiting for the committer, in arrival order
@@ -188,15 +195,18 @@ func (l *Log) AppendBatch(ctx context.Context, evs []Event) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("audit: append: %w", err)
 	}
+	l.preparing.Add(1)
 	r := &request{evs: make([]store.AuditEvent, len(evs)), done: make(chan struct{})}
 	for i, ev := range evs {
 		e, err := prepare(ev, l.now)
 		if err != nil {
+			l.preparing.Add(-1)
 			return 0, fmt.Errorf("audit: append: %w", err)
 		}
 		r.evs[i] = e
 	}
 	l.mu.Lock()
+	l.preparing.Add(-1)
 	if l.closed {
 		l.mu.Unlock()
 		return 0, ErrClosed
@@ -239,6 +249,7 @@ func (l *Log) run() {
 			continue
 		}
 		for {
+			l.gather()
 			batch, closed := l.take()
 			if len(batch) == 0 {
 				if closed {
@@ -251,6 +262,32 @@ func (l *Log) run() {
 				l.autoCheckpoint(ctx)
 			}
 		}
+	}
+}
+
+// maxYields bounds how often gather yields before a commit.
+const maxYields = 64
+
+// gather gives appends that are still encoding their events the CPU to
+// finish and queue, so that they join this commit instead of waiting for
+// the next one. A transaction costs far more than an event, and when CPUs
+// are scarce the callers preparing events and the committer compete:
+// without this the committer would run a transaction for every event or
+// two. It yields once (goroutines the last commit woke get to run and
+// start their next append), then as long as an append is being prepared,
+// up to maxYields times. An idle log pays one yield.
+func (l *Log) gather() {
+	for i := range maxYields {
+		if i > 0 && l.preparing.Load() == 0 {
+			return
+		}
+		l.mu.Lock()
+		full := len(l.queue) >= l.maxBatch
+		l.mu.Unlock()
+		if full {
+			return
+		}
+		runtime.Gosched()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/interlock-dev/interlock/internal/canon"
 	"github.com/interlock-dev/interlock/internal/store"
@@ -50,11 +51,13 @@ func (r Report) OK() bool { return r.FirstBad == 0 && r.BadCheckpoint == 0 }
 // recompute their hashes. Checkpoints bound that window (docs/audit.md).
 func Verify(ctx context.Context, st store.Store, progress func(done, total int64)) (Report, error) {
 	var rep Report
-	head, err := st.AuditHead(ctx)
+	// Checkpoints before the head: a checkpoint signed meanwhile is then
+	// never past the head this walk ends at.
+	cps, err := st.ListCheckpoints(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("audit: verify: %w", err)
 	}
-	cps, err := st.ListCheckpoints(ctx)
+	head, err := st.AuditHead(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("audit: verify: %w", err)
 	}
@@ -63,11 +66,11 @@ func Verify(ctx context.Context, st store.Store, progress func(done, total int64
 		return rep, fmt.Errorf("audit: verify: %w", err)
 	}
 	v := verifier{pub: pub, cps: cps, prev: make([]byte, HashSize), want: 1}
-	pages := make(chan pageResult, 1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go readPages(ctx, st, pages)
-	for p := range pages {
+	pages := fetchPages(ctx, st, head.Seq)
+	for k := range pages.pages {
+		p := pages.get(k)
 		if p.err != nil {
 			return rep, fmt.Errorf("audit: verify: %w", p.err)
 		}
@@ -79,8 +82,6 @@ func Verify(ctx context.Context, st store.Store, progress func(done, total int64
 		}
 	}
 	cancel()
-	for range pages { // let the reader finish
-	}
 	v.finish()
 	rep = Report{Events: v.events, Checkpoints: v.cpsChecked, FirstBad: v.firstBad, BadCheckpoint: v.badCP}
 	var problems []string
@@ -102,30 +103,57 @@ type pageResult struct {
 	err error
 }
 
-// readPages reads the chain in seq order, one page ahead of the verifier,
-// and closes out when done.
-func readPages(ctx context.Context, st store.Store, out chan<- pageResult) {
-	defer close(out)
-	var after int64
-	for {
-		evs, err := st.ListAudit(ctx, store.AuditFilter{AfterSeq: after, Limit: verifyPage})
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			out <- pageResult{err: err}
-			return
-		}
-		if len(evs) == 0 {
-			return
-		}
-		after = evs[len(evs)-1].Seq
-		select {
-		case out <- pageResult{evs: evs}:
-		case <-ctx.Done():
-			return
-		}
+// fetchPages reads the chain up to seq last in pages of verifyPage seqs,
+// several pages at a time (reading is most of the cost of verification),
+// and returns a pager to take them from in seq order. Page k holds the
+// events with seqs in (k*verifyPage, (k+1)*verifyPage]; fetchers run at
+// most a few pages ahead of the consumer, and stop when ctx ends.
+func fetchPages(ctx context.Context, st store.Store, last int64) *pager {
+	n := int((last + verifyPage - 1) / verifyPage)
+	pages := make([]chan pageResult, n)
+	for i := range pages {
+		pages[i] = make(chan pageResult, 1)
 	}
+	workers := max(2, runtime.GOMAXPROCS(0))
+	ahead := make(chan struct{}, workers+1) // pages fetched or being fetched, not yet consumed
+	var next atomic.Int64
+	for range workers {
+		go func() {
+			for {
+				select {
+				case ahead <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				k := next.Add(1) - 1
+				if k >= int64(n) {
+					return
+				}
+				lo, hi := k*verifyPage, (k+1)*verifyPage
+				evs, err := st.ListAudit(ctx, store.AuditFilter{AfterSeq: lo, Limit: verifyPage})
+				// Where events are missing the page runs into the next
+				// one's range: that belongs to the next page.
+				for len(evs) > 0 && evs[len(evs)-1].Seq > hi {
+					evs = evs[:len(evs)-1]
+				}
+				pages[k] <- pageResult{evs: evs, err: err}
+			}
+		}()
+	}
+	return &pager{pages: pages, ahead: ahead}
+}
+
+// pager hands out the pages fetchPages reads.
+type pager struct {
+	pages []chan pageResult
+	ahead chan struct{}
+}
+
+// get waits for page k; pages must be taken in order.
+func (p *pager) get(k int) pageResult {
+	r := <-p.pages[k]
+	<-p.ahead // one more page may be fetched
+	return r
 }
 
 type verifier struct {
@@ -258,6 +286,5 @@ func isCanonicalObject(data []byte) bool {
 	if len(data) < 2 || data[0] != '{' {
 		return false
 	}
-	c, err := canon.Canonicalize(data)
-	return err == nil && bytes.Equal(c, data)
+	return canon.IsCanonical(data)
 }

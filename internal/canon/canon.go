@@ -11,6 +11,11 @@
 // (after unescaping), lone surrogates in \u escapes, and numbers beyond the
 // double range.
 //
+// Canonicalize and Marshal produce canonical JSON; IsCanonical checks that
+// bytes already are (cheaply, for verifying stored records); AppendString
+// and AppendNumber write single canonical values for callers that build a
+// record of known shape by hand.
+//
 // The package must not do I/O or keep state; every function is safe for
 // concurrent use.
 package canon
@@ -45,14 +50,18 @@ func (e *SyntaxError) Error() string {
 // infinity, or a literal beyond the double range.
 var ErrNumber = errors.New("canon: number is not finite")
 
-// Marshal returns the canonical JSON encoding of v: json.Marshal, then
+// Marshal returns the canonical JSON encoding of v: encoding/json, then
 // Canonicalize.
 func Marshal(v any) ([]byte, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	// Without HTML escaping ("<" as \u003c, ...), which canonical JSON
+	// undoes anyway, strings take Canonicalize's fast path.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return nil, fmt.Errorf("canon: marshal: %w", err)
 	}
-	return Canonicalize(b)
+	return Canonicalize(buf.Bytes())
 }
 
 // Canonicalize returns the RFC 8785 canonical form of the JSON text data
@@ -82,15 +91,52 @@ type parser struct {
 	pos   int
 	out   []byte
 	spans []span // members of the objects being parsed, innermost last
+	names []byte // decoded member names that had escapes
 	tmp   []byte // for reordering members
 }
 
 // span is one object member written to the output: out[start:end] is
-// `"name":value`, and name is the decoded name (a slice of the input when
-// it has no escapes).
+// `"name":value`. The decoded name is data[nameAt:nameEnd], or
+// names[nameAt:nameEnd] when escaped is set. (Offsets rather than slices
+// keep spans free of pointers, which makes them cheap to grow.) key holds
+// the name's first 8 bytes, big-endian, zero-padded; ascii says they are
+// all ASCII, in which case unequal keys order the names.
 type span struct {
-	name       []byte
-	start, end int
+	key             uint64
+	ascii, escaped  bool
+	nameAt, nameEnd int
+	start, end      int
+}
+
+// setKey fills s.key and s.ascii from name.
+func (s *span) setKey(name []byte) {
+	s.ascii = true
+	for i := range 8 {
+		var c byte
+		if i < len(name) {
+			c = name[i]
+		}
+		s.ascii = s.ascii && c < utf8.RuneSelf
+		s.key = s.key<<8 | uint64(c)
+	}
+}
+
+// compare orders members by name (UTF-16 code units).
+func (p *parser) compare(a, b *span) int {
+	if a.key != b.key && a.ascii && b.ascii {
+		if a.key < b.key {
+			return -1
+		}
+		return 1
+	}
+	return compareUTF16(p.name(a), p.name(b))
+}
+
+func (p *parser) name(s *span) []byte {
+	if s.escaped {
+		return p.names[s.nameAt:s.nameEnd]
+	}
+	return p.data[s.nameAt:s.nameEnd]
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -201,6 +247,15 @@ func (p *parser) object(depth int) error {
 		if err != nil {
 			return err
 		}
+		sp := span{start: start}
+		sp.setKey(name)
+		if len(name) > 0 && &name[0] == &p.data[p.pos-1-len(name)] {
+			sp.nameAt, sp.nameEnd = p.pos-1-len(name), p.pos-1
+		} else {
+			sp.nameAt, sp.escaped = len(p.names), true
+			p.names = append(p.names, name...)
+			sp.nameEnd = len(p.names)
+		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
 			return p.errorf("expected ':' after a member name")
@@ -211,7 +266,11 @@ func (p *parser) object(depth int) error {
 		if err := p.value(depth); err != nil {
 			return err
 		}
-		p.spans = append(p.spans, span{name: name, start: start, end: len(p.out)})
+		sp.end = len(p.out)
+		if p.spans == nil {
+			p.spans = make([]span, 0, 16)
+		}
+		p.spans = append(p.spans, sp)
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return p.errorf("unexpected end of input in an object")
@@ -231,18 +290,18 @@ func (p *parser) object(depth int) error {
 	members := p.spans[base:]
 	sorted := true
 	for i := 1; i < len(members); i++ {
-		if c := compareUTF16(members[i-1].name, members[i].name); c >= 0 {
+		if c := p.compare(&members[i-1], &members[i]); c >= 0 {
 			if c == 0 {
-				return &SyntaxError{Offset: objStart, Msg: fmt.Sprintf("duplicate member name %q in the object", members[i].name)}
+				return &SyntaxError{Offset: objStart, Msg: fmt.Sprintf("duplicate member name %q in the object", p.name(&members[i]))}
 			}
 			sorted = false
 		}
 	}
 	if !sorted {
-		slices.SortFunc(members, func(a, b span) int { return compareUTF16(a.name, b.name) })
+		slices.SortFunc(members, func(a, b span) int { return p.compare(&a, &b) })
 		for i := 1; i < len(members); i++ {
-			if bytes.Equal(members[i-1].name, members[i].name) {
-				return &SyntaxError{Offset: objStart, Msg: fmt.Sprintf("duplicate member name %q in the object", members[i].name)}
+			if bytes.Equal(p.name(&members[i-1]), p.name(&members[i])) {
+				return &SyntaxError{Offset: objStart, Msg: fmt.Sprintf("duplicate member name %q in the object", p.name(&members[i]))}
 			}
 		}
 		// Rewrite the members in order after the '{'.

@@ -231,6 +231,113 @@ func TestCanonicalizeRejects(t *testing.T) {
 	}
 }
 
+func TestIsCanonical(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{`{"a":[1,2.5,-3,1e+21,1e-7,0.000001,"x",true,false,null],"b":{}}`, true},
+		{`{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}`, true},
+		{`"\u001f\b\t\n\f\r\"\\"`, true},
+		{"\"\u007f\u2028é😀\"", true},
+		{`{"\n":1,"\u0001":2}`, false}, // U+0001 sorts before U+000A
+		{`{"\u0001":2,"\n":1}`, true},
+		{"{\"\U00010000\":1,\"\uffff\":2}", true}, // UTF-16: D800 DC00 before FFFF
+		{"{\"\uffff\":2,\"\U00010000\":1}", false},
+		{`[]`, true},
+		{`0`, true},
+		{`123456789012345`, true},
+		{`1234567890123456`, true},
+		{`12345678901234567890`, false}, // not the double's shortest form
+		{`9007199254740993`, false},
+		{`{"a":1 }`, false},
+		{` {"a":1}`, false},
+		{`{"b":1,"a":2}`, false},
+		{`{"a":1,"a":1}`, false},
+		{`"\/"`, false},
+		{`"\u0041"`, false},
+		{`"\u001F"`, false},
+		{`"\u000a"`, false},
+		{`"\ud83d\ude00"`, false},
+		{`1.0`, false},
+		{`-0`, false},
+		{`1E2`, false},
+		{`1e21`, false},
+		{`1e+21`, true},
+		{`129.99`, true},
+		{`-0.5`, true},
+		{`0.000001`, true},
+		{`0.0000015`, true},   // 1.5e-6: still plain
+		{`0.00000015`, false}, // 1.5e-7 is written 1.5e-7
+		{`123456789.012345`, true},
+		{`1234567890.12345678`, false}, // 18 digits: not the shortest form
+		{`0.30000000000000004`, true},
+		{`0.1000000000000000055511151231257827`, false},
+		{`5.0`, false},
+		{`-0.0`, false},
+		{`0.10`, false},
+		{`0.0000001`, false},
+		{`01`, false},
+		{`1e400`, false},
+		{"\"\xff\"", false},
+		{`{"a":1}x`, false},
+		{``, false},
+	}
+	for _, tc := range tests {
+		in := tc.in
+		if got := IsCanonical([]byte(in)); got != tc.want {
+			t.Errorf("IsCanonical(%s) = %v, want %v", in, got, tc.want)
+		}
+		// Consistent with Canonicalize.
+		out, err := Canonicalize([]byte(in))
+		if want := err == nil && bytes.Equal(out, []byte(in)); want != tc.want {
+			t.Errorf("test case %s disagrees with Canonicalize (%s, %v)", in, out, err)
+		}
+	}
+}
+
+// TestIsCanonicalNumbers checks IsCanonical's fast paths for numbers
+// against Canonicalize on many random decimal literals.
+func TestIsCanonicalNumbers(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	digits := func(n int, zeroBias bool) string {
+		b := make([]byte, n)
+		for i := range b {
+			if zeroBias && r.IntN(3) == 0 {
+				b[i] = '0'
+			} else {
+				b[i] = byte('0' + r.IntN(10))
+			}
+		}
+		return string(b)
+	}
+	for range 200000 {
+		var sb strings.Builder
+		if r.IntN(4) == 0 {
+			sb.WriteByte('-')
+		}
+		if r.IntN(3) == 0 {
+			sb.WriteByte('0')
+		} else {
+			sb.WriteByte(byte('1' + r.IntN(9)))
+			sb.WriteString(digits(r.IntN(20), true))
+		}
+		if r.IntN(4) != 0 {
+			sb.WriteByte('.')
+			sb.WriteString(digits(1+r.IntN(20), true))
+		}
+		if r.IntN(5) == 0 {
+			sb.WriteString([]string{"e", "E", "e+", "e-"}[r.IntN(4)])
+			sb.WriteString(strconv.Itoa(r.IntN(30)))
+		}
+		in := []byte(sb.String())
+		out, err := Canonicalize(in)
+		if want := err == nil && bytes.Equal(out, in); IsCanonical(in) != want {
+			t.Fatalf("IsCanonical(%s) = %v, but Canonicalize gives %s, %v", in, !want, out, err)
+		}
+	}
+}
+
 func TestMarshal(t *testing.T) {
 	type inner struct {
 		Z string  `json:"z"`
@@ -411,6 +518,9 @@ func FuzzCanonicalize(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out, err := Canonicalize(in)
 		if err != nil {
+			if IsCanonical(in) {
+				t.Fatalf("IsCanonical(%q) = true but Canonicalize rejects it: %v", in, err)
+			}
 			return
 		}
 		if !json.Valid(out) {
@@ -419,6 +529,12 @@ func FuzzCanonicalize(f *testing.F) {
 		again, err := Canonicalize(out)
 		if err != nil || !bytes.Equal(again, out) {
 			t.Fatalf("not a fixed point: %q -> %q -> %q, %v", in, out, again, err)
+		}
+		if !IsCanonical(out) {
+			t.Fatalf("IsCanonical(%q) = false for Canonicalize's output", out)
+		}
+		if got, want := IsCanonical(in), bytes.Equal(in, out); got != want {
+			t.Fatalf("IsCanonical(%q) = %v, want %v (canonical form %q)", in, got, want, out)
 		}
 		var vin, vout any
 		if err := json.Unmarshal(in, &vin); err != nil {
@@ -431,6 +547,20 @@ func FuzzCanonicalize(f *testing.F) {
 			t.Fatalf("value changed: %q (%#v) -> %q (%#v)", in, vin, out, vout)
 		}
 	})
+}
+
+func BenchmarkIsCanonical(b *testing.B) {
+	in, err := Canonicalize([]byte(`{"agent":"procurement-bot","tool":"acme.place_order","args":{"sku":"A-100","quantity":3,"unit_price_usd":129.99,"note":"rush \"order\""},"effect":"allow","rule":"small-orders","reasons":["amount 389.97 < 400"],"risk_score":42,"latency_us":17}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		if !IsCanonical(in) {
+			b.Fatal("not canonical")
+		}
+	}
 }
 
 func BenchmarkCanonicalize(b *testing.B) {

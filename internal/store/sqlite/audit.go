@@ -39,28 +39,41 @@ func auditInsertSQL(n int) string {
 	return b.String()
 }
 
-// prepareAudit prepares the writer's audit statements. They are bound to the
-// one writer connection, so a transaction reuses them without preparing
-// again.
+const (
+	headSQL      = `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`
+	budgetSumSQL = `SELECT COALESCE(SUM(amount), 0) FROM budget_entries WHERE key = ? AND at > ?`
+	budgetAddSQL = `INSERT INTO budget_entries (key, at, amount, call_id) VALUES (?, ?, ?, ?)`
+)
+
+// prepareAudit prepares the statements of the hot audit and budget paths.
+// Those on the writer are bound to its one connection, so a transaction
+// reuses them (tx.StmtContext) without SQLite parsing them again, which
+// otherwise costs as much as the rest of a small transaction.
 func (s *Store) prepareAudit(ctx context.Context) error {
-	var err error
-	if s.insAudit1, err = s.w.PrepareContext(ctx, auditInsertSQL(1)); err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	if s.insAuditN, err = s.w.PrepareContext(ctx, auditInsertSQL(insertAuditBatch)); err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
+	for _, p := range []struct {
+		dst **sql.Stmt
+		db  *sql.DB
+		sql string
+	}{
+		{&s.insAudit1, s.w, auditInsertSQL(1)},
+		{&s.insAuditN, s.w, auditInsertSQL(insertAuditBatch)},
+		{&s.headW, s.w, headSQL},
+		{&s.headR, s.r, headSQL},
+		{&s.budgetSum, s.w, budgetSumSQL},
+		{&s.budgetAdd, s.w, budgetAddSQL},
+	} {
+		st, err := p.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		*p.dst = st
 	}
 	return nil
 }
 
-// queryer is *sql.DB or *sql.Tx.
-type queryer interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func readHead(ctx context.Context, q queryer) (store.AuditHead, error) {
+func readHead(ctx context.Context, stmt *sql.Stmt) (store.AuditHead, error) {
 	var h store.AuditHead
-	err := q.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&h.Seq, &h.Hash)
+	err := stmt.QueryRowContext(ctx).Scan(&h.Seq, &h.Hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.AuditHead{Seq: 0, Hash: bytes.Clone(zeroHash)}, nil
 	}
@@ -101,7 +114,7 @@ func auditArgs(args []any, e store.AuditEvent) []any {
 func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) error {
 	var buildErr error
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		head, err := readHead(ctx, tx)
+		head, err := readHead(ctx, tx.StmtContext(ctx, s.headW))
 		if err != nil {
 			return err
 		}
@@ -148,7 +161,7 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 
 // AuditHead implements store.Store.
 func (s *Store) AuditHead(ctx context.Context) (store.AuditHead, error) {
-	h, err := readHead(ctx, s.r)
+	h, err := readHead(ctx, s.headR)
 	if err != nil {
 		return store.AuditHead{}, fmt.Errorf("sqlite: %w", err)
 	}
@@ -191,18 +204,31 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	if f.Limit > 0 {
 		out = make([]store.AuditEvent, 0, min(f.Limit, 16384))
 	}
+	// The byte columns are scanned without database/sql's copy and packed
+	// into shared slabs: verification and export read millions of events,
+	// and a copy and an allocation per column per event showed. (An event
+	// kept from the result keeps its slab alive: at most slabSize.)
+	const slabSize = 64 << 10
+	var (
+		slab                  []byte
+		at                    sql.NullInt64
+		data, prevHash, hashB sql.RawBytes
+	)
+	keep := func(b []byte) []byte {
+		if cap(slab)-len(slab) < len(b) {
+			slab = make([]byte, 0, max(slabSize, len(b)))
+		}
+		start := len(slab)
+		slab = append(slab, b...)
+		return slab[start:len(slab):len(slab)]
+	}
 	for rows.Next() {
-		var (
-			e  store.AuditEvent
-			at sql.NullInt64
-		)
-		if err := rows.Scan(&e.Seq, &at, &e.Type, &e.CallID, &e.AgentID, &e.Data, &e.PrevHash, &e.Hash); err != nil {
+		var e store.AuditEvent
+		if err := rows.Scan(&e.Seq, &at, &e.Type, &e.CallID, &e.AgentID, &data, &prevHash, &hashB); err != nil {
 			return nil, fmt.Errorf("sqlite: list audit: %w", err)
 		}
 		e.Time = fromMicros(at)
-		if e.Data == nil {
-			e.Data = []byte{}
-		}
+		e.Data, e.PrevHash, e.Hash = keep(data), keep(prevHash), keep(hashB)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
@@ -285,16 +311,13 @@ func (s *Store) ChargeBudget(ctx context.Context, e store.BudgetEntry, since tim
 		charged bool
 	)
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx,
-			`SELECT COALESCE(SUM(amount), 0) FROM budget_entries WHERE key = ? AND at > ?`,
-			e.Key, since.UnixMicro()).Scan(&total); err != nil {
+		if err := tx.StmtContext(ctx, s.budgetSum).QueryRowContext(ctx, e.Key, since.UnixMicro()).Scan(&total); err != nil {
 			return fmt.Errorf("sum: %w", err)
 		}
 		if total+e.Amount > limit {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO budget_entries (key, at, amount, call_id) VALUES (?, ?, ?, ?)`,
-			e.Key, e.Time.UnixMicro(), e.Amount, e.CallID); err != nil {
+		if _, err := tx.StmtContext(ctx, s.budgetAdd).ExecContext(ctx, e.Key, e.Time.UnixMicro(), e.Amount, e.CallID); err != nil {
 			return mapErr(err)
 		}
 		total += e.Amount

@@ -97,6 +97,14 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX budget_entries_key_at ON budget_entries (key, at)`,
 	}},
+	// 3: audit_events keeps no secondary index. Every append paid for the
+	// two that migration 2 made, while the chain's readers (verify, export,
+	// tail, replay) walk it in seq order anyway and filter as they go; an
+	// append now touches one B-tree.
+	{stmts: []string{
+		`DROP INDEX IF EXISTS audit_events_at`,
+		`DROP INDEX IF EXISTS audit_events_agent_id`,
+	}},
 }
 
 // migrate brings the schema up to date, one migration per transaction, and

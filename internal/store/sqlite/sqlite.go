@@ -60,6 +60,10 @@ type Store struct {
 	genStmt    *sql.Stmt // Generation, read by every principal cache
 	insAudit1  *sql.Stmt // AppendAudit: one row, on the writer
 	insAuditN  *sql.Stmt // AppendAudit: insertAuditBatch rows, on the writer
+	headW      *sql.Stmt // the audit head, on the writer (inside AppendAudit)
+	headR      *sql.Stmt // the audit head, on the readers
+	budgetSum  *sql.Stmt // ChargeBudget's check, on the writer
+	budgetAdd  *sql.Stmt // ChargeBudget's charge, on the writer
 }
 
 var _ store.Store = (*Store)(nil)
@@ -181,7 +185,7 @@ func dsn(name string, writer, memory bool) string {
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN} {
+	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN, s.headW, s.headR, s.budgetSum, s.budgetAdd} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

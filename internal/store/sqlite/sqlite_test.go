@@ -268,3 +268,47 @@ func BenchmarkLookupPrincipal(b *testing.B) {
 		i++
 	}
 }
+
+// TestAuditIndexesDropped: a database created with migration 2's audit
+// indexes loses them on upgrade (migration 3), and a new one has none.
+func TestAuditIndexesDropped(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "interlock.db")
+	auditIndexes := func(s *Store) int {
+		t.Helper()
+		var n int
+		if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	s, err := Open(ctx, Options{Logger: quiet(), Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := auditIndexes(s); n != 0 {
+		t.Errorf("new database has %d audit_events indexes, want 0", n)
+	}
+	// Wind it back to migration 2 as it was first released.
+	for _, q := range []string{
+		`CREATE INDEX audit_events_at ON audit_events (at)`,
+		`CREATE INDEX audit_events_agent_id ON audit_events (agent_id, seq)`,
+		`DELETE FROM migrations WHERE num >= 3`,
+	} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if n := auditIndexes(s); n != 2 {
+		t.Fatalf("set-up: %d indexes, want 2", n)
+	}
+	s.Close()
+	s, err = Open(ctx, Options{Logger: quiet(), Path: path})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	if n := auditIndexes(s); n != 0 {
+		t.Errorf("after the upgrade %d audit_events indexes are left, want 0", n)
+	}
+}

@@ -186,7 +186,7 @@ func testAppendAudit(t *testing.T, s store.Store) {
 
 	t.Run("build error returned as is", func(t *testing.T) {
 		mine := errors.New("mine")
-		if err := s.AppendAudit(ctx, func(store.AuditHead) ([]store.AuditEvent, error) { return nil, mine }); err != mine { //nolint:errorlint // identity is the contract
+		if err := s.AppendAudit(ctx, func(store.AuditHead) ([]store.AuditEvent, error) { return nil, mine }); err != mine { // the very value: "returned as is"
 			t.Errorf("AppendAudit = %v, want the build error itself", err)
 		}
 	})
