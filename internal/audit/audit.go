@@ -41,6 +41,7 @@ const (
 	DefaultMaxBatch           = 512
 	DefaultCheckpointEvery    = 10000
 	DefaultCheckpointInterval = time.Minute
+	DefaultLinger             = 5 * time.Millisecond
 )
 
 // ErrClosed is returned by appends after Close.
@@ -64,6 +65,9 @@ type Options struct {
 	// A negative value turns that trigger off.
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
+	// Linger is the longest a deferred event (Defer) waits for a commit to
+	// ride along with (DefaultLinger); it is committed at the latest then.
+	Linger time.Duration
 }
 
 // Event is what callers append. Data must encode (encoding/json) as a JSON
@@ -94,9 +98,12 @@ type Log struct {
 	// next batch rather than commit a small one.
 	preparing atomic.Int64
 
+	linger time.Duration
+
 	mu     sync.Mutex
 	queue  []*request // waiting for the committer, in arrival order
 	closed bool
+	armed  bool // a linger timer will wake the committer
 	wake   chan struct{} // capacity 1: "the queue is not empty"
 	done   chan struct{} // closed when the committer has exited
 
@@ -149,6 +156,10 @@ func New(ctx context.Context, opts Options) (*Log, error) {
 	}
 	if l.cpInterval == 0 {
 		l.cpInterval = DefaultCheckpointInterval
+	}
+	l.linger = opts.Linger
+	if l.linger <= 0 {
+		l.linger = DefaultLinger
 	}
 	key, err := loadOrCreateKey(ctx, l.st)
 	if err != nil {
@@ -226,6 +237,41 @@ func (l *Log) AppendBatch(ctx context.Context, evs []Event) (int64, error) {
 	case <-ctx.Done():
 		return 0, fmt.Errorf("audit: append (the event may still be committed): %w", ctx.Err())
 	}
+}
+
+// Defer appends ev without waiting for it: it is queued in order and
+// committed with the next transaction, at the latest after Options.Linger.
+// Use it for events nothing waits on (what happened after a decision that
+// was itself committed with Append): at low load a call then costs one
+// transaction instead of one per event. A deferred event that cannot be
+// committed is logged as an error; Close commits every deferred event.
+func (l *Log) Defer(ev Event) error {
+	e, err := prepare(ev, l.now)
+	if err != nil {
+		return fmt.Errorf("audit: defer: %w", err)
+	}
+	r := &request{evs: []store.AuditEvent{e}, done: make(chan struct{})}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.queue = append(l.queue, r)
+	arm := !l.armed
+	l.armed = true
+	l.mu.Unlock()
+	if arm {
+		time.AfterFunc(l.linger, func() {
+			l.mu.Lock()
+			l.armed = false
+			l.mu.Unlock()
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+		})
+	}
+	return nil
 }
 
 // run is the committer: it drains the queue into store transactions until

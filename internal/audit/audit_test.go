@@ -786,3 +786,51 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		})
 	}
 }
+
+// Deferred events are committed in order, with the next commit or after
+// the linger at the latest, and none is lost on Close.
+func TestDeferredEvents(t *testing.T) {
+	st, _ := openStore(t)
+	l, err := New(context.Background(), Options{Store: st, Linger: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := l.Defer(Event{Type: "result", CallID: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// With an hour's linger, a synchronous append carries them along.
+	seq, err := l.Append(context.Background(), Event{Type: "decision", CallID: "d"})
+	if err != nil || seq != 4 {
+		t.Fatalf("append after three deferred: seq %d, %v (want 4: the deferred ones first)", seq, err)
+	}
+	if err := l.Defer(Event{Type: "result", CallID: "last"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil || len(evs) != 5 || evs[4].CallID != "last" {
+		t.Fatalf("after Close: %d events (%v), want 5 ending with the last deferred", len(evs), err)
+	}
+	if err := l.Defer(Event{Type: "result"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Defer after Close: %v, want ErrClosed", err)
+	}
+	// A short linger commits on its own.
+	l2, _ := New(context.Background(), Options{Store: st, Linger: time.Millisecond})
+	defer l2.Close()
+	l2.Defer(Event{Type: "result", CallID: "alone"})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, _ := st.AuditHead(context.Background())
+		if h.Seq == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a deferred event was not committed after its linger (head %d)", h.Seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

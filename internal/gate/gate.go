@@ -39,9 +39,12 @@ type Catalog interface {
 	CallTool(ctx context.Context, upstream, name string, args map[string]any) (map[string]any, bool, error)
 }
 
-// Auditor appends to the audit log; Append returns once the event is committed.
+// Auditor appends to the audit log. Append returns once the event is
+// committed; Defer queues an event to be committed with the next
+// transaction (soon, but nothing waits for it).
 type Auditor interface {
 	Append(ctx context.Context, ev audit.Event) (int64, error)
+	Defer(ev audit.Event) error
 }
 
 // Budgets is the budget part of the store.
@@ -299,17 +302,14 @@ func (g *Gate) recordOutcome(callID, agentID string, o relay.Outcome) {
 	g.appendAsync(audit.Event{Type: "result", CallID: callID, AgentID: agentID, Data: data})
 }
 
-// appendAsync records an event without holding up the call; a failure is
-// logged (the decision itself was committed synchronously).
+// appendAsync records an event without holding up the call (the decision
+// itself was committed before the call went on); it rides along with the
+// next commit.
 func (g *Gate) appendAsync(ev audit.Event) {
 	ev.Time = g.opts.Now()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := g.opts.Audit.Append(ctx, ev); err != nil {
-			g.log.Error("audit: could not record an event", "type", ev.Type, "call", ev.CallID, "err", err)
-		}
-	}()
+	if err := g.opts.Audit.Defer(ev); err != nil {
+		g.log.Error("audit: could not record an event", "type", ev.Type, "call", ev.CallID, "err", err)
+	}
 }
 
 // Inactive returns why the principal may not act, or "" when it may. The
