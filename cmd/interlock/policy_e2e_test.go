@@ -178,6 +178,14 @@ func TestPolicyDecidesEveryCall(t *testing.T) {
 	if effects["allow"] < 3 || effects["deny"] < 2 || effects["approve"] < 2 {
 		t.Errorf("effects recorded: %v", effects)
 	}
+	// Replaying the whole story with the policy that decided it changes
+	// nothing: budgets were recorded as the decisions saw them. The customer
+	// record calls were decided on customer_id, which this config redacts:
+	// replay says it cannot be sure of those rather than call them changed.
+	if out, _, err := run(t, "policy", "replay", "--config", e.cfg, "--policy", filepath.Join(filepath.Dir(e.cfg), "policy.yaml")); err != nil ||
+		!strings.Contains(out, " 0 would change") || !strings.Contains(out, "UNSURE") {
+		t.Fatalf("replay with the same policy:\n%s (%v)", out, err)
+	}
 	out, _, err = run(t, "audit", "export", "--config", e.cfg, "--effect", "approve")
 	if err != nil || strings.Count(strings.TrimSpace(out), "\n")+1 != effects["approve"] {
 		t.Errorf("export --effect approve: %d lines, want %d (%v)", strings.Count(strings.TrimSpace(out), "\n")+1, effects["approve"], err)
@@ -229,6 +237,12 @@ func TestPolicyTooling(t *testing.T) {
 	cs := connectHTTP(t, "http://"+e.addr+"/mcp/acme", e.token)
 	callFull(t, cs, "place_order", map[string]any{"item": "cables", "quantity": 1, "unit_price_usd": 10})
 	callFull(t, cs, "search_docs", map[string]any{"query": "refund"})
+	// Replayed with the policy that decided them, no decision changes (the
+	// record holds everything the decision was taken on).
+	out, _, err = run(t, "policy", "replay", "--config", e.cfg, "--policy", filepath.Join(dir, "policy.yaml"))
+	if err != nil || !strings.Contains(out, " 0 would change") {
+		t.Fatalf("replay with the same policy:\n%s (%v)", out, err)
+	}
 	strict := filepath.Join(dir, "strict.yaml")
 	os.WriteFile(strict, []byte("version: 1\ndefault: deny\nrules:\n  - id: docs-only\n    when: 'tool.name == \"search_docs\"'\n    effect: allow\n"), 0o600)
 	out, _, err = run(t, "policy", "replay", "--config", e.cfg, "--policy", strict)

@@ -313,7 +313,7 @@ func explainDecision(ctx context.Context, pol *policy.Policy, cat *catalog.Catal
 		}
 		in.Budgets[r.Key] = totals[r.Key]
 	}
-	return pol.Decide(in), nil
+	return gate.Decide(pol, in), nil
 }
 
 func (c *cli) policyReplayCmd() *cobra.Command {
@@ -401,6 +401,7 @@ type recordedDecision struct {
 	Budgets  map[string]float64 `json:"budgets"`
 	ClientIP string             `json:"client_ip"`
 	Session  string             `json:"session"`
+	Intent   string             `json:"intent"`
 }
 
 func str(m map[string]any, k string) string {
@@ -416,7 +417,7 @@ func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, 
 	progress := newProgress(c.stderr, "replayed", head.Seq)
 	type change struct{ from, to string }
 	changes := map[change]int{}
-	total, changed := 0, 0
+	total, changed, unsure := 0, 0, 0
 	after := int64(0)
 	for {
 		evs, err := st.ListAudit(ctx, store.AuditFilter{AfterSeq: after, Since: since, Types: []string{"decision"}, Limit: 5000})
@@ -451,7 +452,7 @@ func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, 
 				Tool:      tool,
 				ToolKnown: known,
 				Args:      r.Args,
-				Context:   policy.Context{Time: r.Time, ClientIP: r.ClientIP, Session: r.Session},
+				Context:   policy.Context{Time: r.Time, ClientIP: r.ClientIP, Session: r.Session, Intent: r.Intent},
 				Budgets:   map[string]float64{},
 				Ctx:       ctx,
 				Lookup: func(ctx context.Context, l policy.LookupCall) (any, error) {
@@ -465,17 +466,24 @@ func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, 
 			for k, v := range r.Budgets {
 				in.Budgets[k] = v
 			}
-			d := pol.Decide(in)
+			d := gate.Decide(pol, in)
 			same := d.Effect == r.Effect && d.Rule == r.Rule
-			if !same {
+			redacted := !same && hasRedacted(r.Args)
+			switch {
+			case redacted:
+				unsure++
+			case !same:
 				changed++
 				changes[change{r.Effect, d.Effect}]++
 			}
 			if !same || showAll {
 				progress.clear()
 				mark := "CHANGED"
-				if same {
+				switch {
+				case same:
 					mark = "same   "
+				case redacted:
+					mark = "UNSURE " // decided on redacted values: not the call as made
 				}
 				fmt.Fprintf(c.stdout, "%s %s %s %s.%s  %s (%s) -> %s (%s)\n", mark, r.Time.UTC().Format(time.RFC3339), str(r.Agent, "id"),
 					r.Tool.Upstream, r.Tool.Name, r.Effect, r.Rule, d.Effect, d.Rule)
@@ -484,6 +492,9 @@ func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, 
 	}
 	progress.done()
 	fmt.Fprintf(c.stdout, "\n%d decisions replayed, %d would change\n", total, changed)
+	if unsure > 0 {
+		fmt.Fprintf(c.stdout, "%d more differ but were replayed on redacted arguments (audit.redact), so they say nothing certain (UNSURE)\n", unsure)
+	}
 	keys := make([]change, 0, len(changes))
 	for k := range changes {
 		keys = append(keys, k)
@@ -536,3 +547,24 @@ func (p *progress) clear() {
 }
 
 func (p *progress) done() { p.clear() }
+
+// hasRedacted reports whether a recorded value holds a redacted field.
+func hasRedacted(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return x == "[redacted]"
+	case map[string]any:
+		for _, e := range x {
+			if hasRedacted(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if hasRedacted(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

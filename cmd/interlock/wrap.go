@@ -113,6 +113,7 @@ The token may come from INTERLOCK_AGENT_TOKEN instead of --token.`,
 				return err
 			}
 			defer dp.Close()
+			go dp.Policy.Watch(ctx, time.Duration(cfg.Policy.WatchInterval), nil)
 			r, err := relay.New(relay.Options{Upstreams: []relay.Upstream{up}, Auth: reg,
 				Gate: dp.Gate, SessionKey: key, Logger: log, MaxMessageBytes: cfg.Relay.MaxMessageBytes,
 				OnListChanged: func(upstream, method string) { dp.Catalog.NotifyListChanged(upstream) }})

@@ -220,6 +220,7 @@ func RelayUpstream(u config.Upstream) relay.Upstream {
 // hup (SIGHUP) reload the policy.
 func (a *App) Serve(ctx context.Context, ln net.Listener, hup <-chan os.Signal) error {
 	go a.Policy.Watch(ctx, time.Duration(a.Config.Policy.WatchInterval), hup)
+	go PruneBudgets(ctx, a.Store, a.Policy, time.Hour, a.log)
 	srv := &http.Server{
 		Handler:           a.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -263,4 +264,24 @@ func (a *App) Close() error {
 		return a.Store.Close()
 	}
 	return nil
+}
+
+// PruneBudgets deletes, every interval until ctx ends, the budget entries
+// older than the longest budget window of the policy in force (they can no
+// longer count for anything). Entries are kept a day longer than that, so
+// that a policy reload that lengthens a window finds them.
+func PruneBudgets(ctx context.Context, st store.Store, pol *PolicySource, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w := pol.Current().MaxBudgetWindow()
+		if err := st.PruneBudget(ctx, time.Now().Add(-w-24*time.Hour)); err != nil {
+			log.Warn("pruning old budget entries", "err", err)
+		}
+	}
 }

@@ -103,7 +103,7 @@ type Log struct {
 	mu     sync.Mutex
 	queue  []*request // waiting for the committer, in arrival order
 	closed bool
-	armed  bool // a linger timer will wake the committer
+	armed  bool          // a linger timer will wake the committer
 	wake   chan struct{} // capacity 1: "the queue is not empty"
 	done   chan struct{} // closed when the committer has exited
 

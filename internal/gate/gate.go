@@ -7,8 +7,9 @@
 // When the relay reports how a forwarded call ended, the gate records that
 // too.
 //
-// It must not know the MCP wire format (the relay hands it a Call) and must
-// not decide by itself: the policy decides, the gate enforces.
+// It must not decide by itself (the policy decides, the gate enforces) and
+// knows of the MCP wire format only the params of the call it is handed
+// (arguments and the agent's stated intent).
 package gate
 
 import (
@@ -20,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -120,7 +123,7 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 		Session:    c.Session,
 		ClientIP:   c.ClientIP,
 		Intent:     intent,
-		Time:       start.UTC(),
+		Time:       start.UTC().Truncate(time.Microsecond),
 	}
 	if argsErr == nil {
 		rec.ArgsDigest = digest(args)
@@ -143,7 +146,8 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 	rec.fill(d)
 	rec.LatencyMicros = g.opts.Now().Sub(start).Microseconds()
 	if _, err := g.opts.Audit.Append(ctx, audit.Event{Type: "decision", CallID: callID, AgentID: p.Agent.ID, Time: start, Data: rec}); err != nil {
-		// No committed decision record, no call (fail closed).
+		// No committed decision record, no call (fail closed), and no charge.
+		g.refund(rec.charged, start, callID)
 		return nil, fmt.Errorf("recording the decision: %w", err)
 	}
 
@@ -195,38 +199,83 @@ func (g *Gate) decide(ctx context.Context, c *relay.Call, p *store.Principal, ar
 			return policy.Decision{}, err
 		}
 	}
-	d := pol.Decide(in)
+	d := Decide(pol, in)
+	// The record keeps the totals the decision was taken on (before this
+	// call's own charge), so that replaying it decides the same way.
+	rec.Budgets = maps.Clone(in.Budgets)
 	if d.Effect != "allow" || len(d.Charges) == 0 {
-		rec.Budgets = in.Budgets
 		return d, nil
 	}
-	// Charge atomically; if a concurrent call got there first and the
-	// budget no longer has room, decide again on the fresh totals.
+	// Charge atomically; if a concurrent call got there first and a budget
+	// no longer has room, undo this call's other charges and decide again on
+	// the fresh totals.
 	for attempt := 0; attempt < 3; attempt++ {
+		var charged []policy.Charge
 		ok := true
 		for _, ch := range d.Charges {
-			total, charged, err := g.opts.Budgets.ChargeBudget(ctx, store.BudgetEntry{Key: ch.Key, Time: now, Amount: ch.Amount, CallID: rec.DecisionID},
+			total, done, err := g.opts.Budgets.ChargeBudget(ctx, store.BudgetEntry{Key: ch.Key, Time: now, Amount: ch.Amount, CallID: rec.DecisionID},
 				now.Add(-ch.Window), ch.Limit)
 			if err != nil {
+				g.refund(charged, now, rec.DecisionID)
 				return policy.Decision{}, fmt.Errorf("charging budget %s: %w", ch.BudgetID, err)
 			}
-			in.Budgets[ch.Key] = total
-			if !charged {
+			if !done {
+				in.Budgets[ch.Key] = total
 				ok = false
 				break
 			}
+			charged = append(charged, ch)
+			in.Budgets[ch.Key] = total - ch.Amount
 		}
 		if ok {
-			rec.Budgets = in.Budgets
+			rec.charged = charged
 			return d, nil
 		}
-		d = pol.Decide(in)
-		if d.Effect != "allow" {
-			rec.Budgets = in.Budgets
+		g.refund(charged, now, rec.DecisionID)
+		rec.Budgets = maps.Clone(in.Budgets)
+		if d = Decide(pol, in); d.Effect != "allow" {
 			return d, nil
 		}
 	}
 	return policy.Decision{}, errors.New("budgets kept changing under concurrent calls")
+}
+
+// refund takes back charges made for a call that will not go ahead (an
+// entry of the opposite amount, which always fits).
+func (g *Gate) refund(charged []policy.Charge, now time.Time, callID string) {
+	for _, ch := range charged {
+		if _, _, err := g.opts.Budgets.ChargeBudget(context.Background(), store.BudgetEntry{Key: ch.Key, Time: now, Amount: -ch.Amount, CallID: callID + ":refund"},
+			now.Add(-ch.Window), math.Inf(1)); err != nil {
+			g.log.Error("budget: could not refund a charge; the budget is overcounted", "budget", ch.BudgetID, "key", ch.Key, "amount", ch.Amount, "err", err)
+		}
+	}
+}
+
+// Decide is how the gate asks the policy (explain and replay ask the same
+// way): when the agent stated an intent, it decides again without it and
+// keeps the stricter decision, so that what an agent says about itself can
+// make a decision stricter, never looser.
+func Decide(pol *policy.Policy, in *policy.Input) policy.Decision {
+	d := pol.Decide(in)
+	if in.Context.Intent == "" || d.Effect == "deny" {
+		return d
+	}
+	without := *in
+	without.Context.Intent = ""
+	if d2 := pol.Decide(&without); strictness(d2.Effect) > strictness(d.Effect) {
+		return d2
+	}
+	return d
+}
+
+func strictness(effect string) int {
+	switch effect {
+	case "allow":
+		return 0
+	case "approve":
+		return 1
+	}
+	return 2
 }
 
 func (g *Gate) readBudgets(ctx context.Context, refs []policy.BudgetRef, now time.Time, into map[string]float64) error {
@@ -340,32 +389,36 @@ func Inactive(p *store.Principal) string {
 // ---- the decision record ----
 
 type decisionRecord struct {
-	DecisionID    string             `json:"decision_id"`
-	Time          time.Time          `json:"time"`
-	Agent         map[string]any     `json:"agent"`
-	Owner         map[string]any     `json:"owner"`
-	Tool          toolRef            `json:"tool"`
-	ArgsDigest    string             `json:"args_digest,omitempty"`
-	Args          any                `json:"args,omitempty"`
-	Call          *policy.Call       `json:"classification,omitempty"`
-	Effect        string             `json:"effect"`
-	ShadowEffect  string             `json:"shadow_effect,omitempty"`
-	Rule          string             `json:"rule"`
-	Matched       []policy.Match     `json:"matched,omitempty"`
-	Reasons       []string           `json:"reasons,omitempty"`
-	Errors        []string           `json:"errors,omitempty"`
-	Approvers     []string           `json:"approvers,omitempty"`
-	Quorum        int                `json:"quorum,omitempty"`
-	SoD           bool               `json:"separation_of_duties,omitempty"`
-	Constraints   *constraintsRecord `json:"constraints,omitempty"`
-	Budgets       map[string]float64 `json:"budgets,omitempty"`
-	Lookups       []lookupRecord     `json:"lookups,omitempty"`
-	PolicyHash    string             `json:"policy_version,omitempty"`
-	Transport     string             `json:"transport,omitempty"`
-	Session       string             `json:"session,omitempty"`
-	ClientIP      string             `json:"client_ip,omitempty"`
-	Intent        string             `json:"intent,omitempty"`
-	LatencyMicros int64              `json:"latency_us"`
+	DecisionID    string               `json:"decision_id"`
+	Time          time.Time            `json:"time"`
+	Agent         map[string]any       `json:"agent"`
+	Owner         map[string]any       `json:"owner"`
+	Tool          toolRef              `json:"tool"`
+	ArgsDigest    string               `json:"args_digest,omitempty"`
+	Args          any                  `json:"args,omitempty"`
+	Call          *policy.Call         `json:"classification,omitempty"`
+	Effect        string               `json:"effect"`
+	ShadowEffect  string               `json:"shadow_effect,omitempty"`
+	Rule          string               `json:"rule"`
+	Matched       []policy.Match       `json:"matched,omitempty"`
+	Reasons       []string             `json:"reasons,omitempty"`
+	Errors        []string             `json:"errors,omitempty"`
+	ShadowRule    string               `json:"shadow_rule,omitempty"`
+	Approvers     []string             `json:"approvers,omitempty"`
+	Quorum        int                  `json:"quorum,omitempty"`
+	SoD           bool                 `json:"separation_of_duties,omitempty"`
+	Requirements  []policy.Requirement `json:"requirements,omitempty"`
+	Charges       []policy.Charge      `json:"charges,omitempty"`
+	charged       []policy.Charge      // charges made in the store, to refund if the record fails
+	Constraints   *constraintsRecord   `json:"constraints,omitempty"`
+	Budgets       map[string]float64   `json:"budgets,omitempty"`
+	Lookups       []lookupRecord       `json:"lookups,omitempty"`
+	PolicyHash    string               `json:"policy_version,omitempty"`
+	Transport     string               `json:"transport,omitempty"`
+	Session       string               `json:"session,omitempty"`
+	ClientIP      string               `json:"client_ip,omitempty"`
+	Intent        string               `json:"intent,omitempty"`
+	LatencyMicros int64                `json:"latency_us"`
 }
 
 type toolRef struct {
@@ -388,7 +441,8 @@ type lookupRecord struct {
 }
 
 func (r *decisionRecord) fill(d policy.Decision) {
-	r.Effect, r.ShadowEffect, r.Rule = d.Effect, d.ShadowEffect, d.Rule
+	r.Effect, r.ShadowEffect, r.ShadowRule, r.Rule = d.Effect, d.ShadowEffect, d.ShadowRule, d.Rule
+	r.Requirements, r.Charges = d.Requirements, d.Charges
 	r.Matched, r.Reasons, r.Errors = d.Matched, d.Reasons, d.Errors
 	r.Approvers, r.Quorum, r.SoD = d.Approvers, d.Quorum, d.SeparationOfDuties
 	r.PolicyHash = d.PolicyHash
@@ -461,6 +515,12 @@ func arguments(params json.RawMessage) (map[string]any, string, error) {
 	}
 	if len(p.Arguments) == 0 || string(p.Arguments) == "null" {
 		return map[string]any{}, intent, nil
+	}
+	// The upstream reads the arguments with its own parser. If a key
+	// appeared twice, parsers disagree on which value counts, and the
+	// policy might judge one value while the tool acts on the other.
+	if _, err := canon.Canonicalize(p.Arguments); err != nil {
+		return nil, intent, fmt.Errorf("%w (a key that appears twice is refused: the tool might read another value than the policy)", err)
 	}
 	var args map[string]any
 	if err := json.Unmarshal(p.Arguments, &args); err != nil {

@@ -348,3 +348,79 @@ func TestIntentIsRecordedAndOffered(t *testing.T) {
 		t.Errorf("intent recorded as %v", d["intent"])
 	}
 }
+
+// A call that one budget lets through and another refuses (a race between
+// concurrent calls) leaves no charge behind on either.
+func TestRacingBudgetsAreRefunded(t *testing.T) {
+	pol, err := policy.Parse([]byte(`
+version: 1
+default: deny
+tools:
+  - {match: "shop.buy", action: spend, risk: high, amount: "args.qty * args.price"}
+rules:
+  - {id: buys, when: 'call.action == "spend"', effect: allow}
+budgets:
+  - {id: daily, per: agent, window: 24h, sum: call.amount, when: 'call.action == "spend"', limit: 100000, exceeded: deny}
+  - {id: tiny, per: agent, window: 24h, sum: call.amount, when: 'call.action == "spend"', limit: 100, exceeded: deny}
+`), "two-budgets.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(o *Options) { o.Policy = func() *policy.Policy { return pol } })
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.check(t, "buy", map[string]any{"qty": 1, "price": 60})
+		}()
+	}
+	wg.Wait()
+	since := time.Now().Add(-24 * time.Hour)
+	totals, err := e.st.BudgetTotals(context.Background(), []string{"daily/agent/bot", "tiny/agent/bot"}, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if totals["tiny/agent/bot"] != 60 || totals["daily/agent/bot"] != 60 {
+		t.Fatalf("totals %v: want exactly one call of 60 charged to both budgets", totals)
+	}
+}
+
+// Arguments with a key that appears twice are refused: the tool's parser
+// might take another value than the one the policy judged.
+func TestDuplicateArgumentKeysAreRefused(t *testing.T) {
+	e := newEnv(t)
+	params := json.RawMessage(`{"name":"buy","arguments":{"qty":1,"price":1,"price":100000}}`)
+	v, err := e.g.Check(context.Background(), &relay.Call{Principal: &e.p, Upstream: "shop", Method: "tools/call", Name: "buy", Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v == nil || v.Deny == nil || !strings.Contains(v.Deny.Reason, "twice") {
+		t.Fatalf("verdict %+v", v)
+	}
+}
+
+// What an agent says it intends can make a decision stricter, never looser.
+func TestIntentCannotLoosen(t *testing.T) {
+	pol, err := policy.Parse([]byte(`
+version: 1
+default: deny
+rules:
+  - id: trust-the-agent
+    when: 'context.intent == "routine maintenance"'
+    effect: allow
+`), "loose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(o *Options) { o.Policy = func() *policy.Policy { return pol } })
+	params, _ := json.Marshal(map[string]any{"name": "wipe", "arguments": map[string]any{},
+		"_meta": map[string]any{"io.interlock/intent": "routine maintenance"}})
+	v, err := e.g.Check(context.Background(), &relay.Call{Principal: &e.p, Upstream: "shop", Method: "tools/call", Name: "wipe", Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v == nil || v.Deny == nil {
+		t.Fatal("a stated intent turned a deny into an allow")
+	}
+}

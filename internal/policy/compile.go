@@ -153,6 +153,16 @@ func (p *Policy) Name() string { return p.name }
 func (p *Policy) Default() string { return p.defaultEffect }
 
 // Shadow reports whether the whole policy runs in shadow mode.
+// MaxBudgetWindow is the longest window of any budget (0 without
+// budgets): budget entries older than that count for nothing and can go.
+func (p *Policy) MaxBudgetWindow() time.Duration {
+	var w time.Duration
+	for _, b := range p.budgets {
+		w = max(w, b.window)
+	}
+	return w
+}
+
 func (p *Policy) Shadow() bool { return p.shadow }
 
 // RuleIDs returns the rule ids in file order.

@@ -220,9 +220,22 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		w.WriteHeader(resp.StatusCode)
 		endWhy = r.relayStream(w, req, resp.Body, up, pending, denials, trackers)
 	case (len(denials) > 0 || len(trackers) > 0) && strings.HasPrefix(ct, "application/json"):
+		limit := r.opts.MaxMessageBytes * 4
 		var upBody bytes.Buffer
-		if _, err := upBody.ReadFrom(io.LimitReader(resp.Body, r.opts.MaxMessageBytes*4)); err != nil {
+		n, err := upBody.ReadFrom(io.LimitReader(resp.Body, limit+1))
+		if err != nil {
 			r.upstreamFailed(w, req, up, pending, denials, err)
+			return
+		}
+		if n > limit {
+			// Too large to inspect or merge: pass it on whole and unchanged.
+			endWhy = fmt.Sprintf("the answer was larger than %d bytes, too large to inspect", limit)
+			if len(denials) > 0 {
+				r.log.Warn("a batch answer was too large to add refusals to; the refused requests get no answer", "upstream", up.Name, "refused", len(denials))
+			}
+			w.WriteHeader(resp.StatusCode)
+			w.Write(upBody.Bytes())
+			io.Copy(w, resp.Body)
 			return
 		}
 		observeJSON(upBody.Bytes(), trackers)

@@ -406,9 +406,9 @@ func (r *Relay) newSession(p *store.Principal, up *Upstream) (*session, error) {
 		case u.URL != "":
 			ls.conn = newHTTPLeg(u, r.client, r.log, &legSink{s: s, ls: ls})
 		case u.Shared:
-			var sl *sharedLeg
-			if sl, err = r.sharedFor(u, p.Agent.ID); err == nil {
-				ls.conn = sl.attach(&legSink{s: s, ls: ls})
+			var sc *sharedConn
+			if sc, err = r.sharedConnFor(u, p.Agent.ID, &legSink{s: s, ls: ls}); err == nil {
+				ls.conn = sc
 			}
 		default:
 			ls.conn, err = startStdioLeg(u, r.log, &legSink{s: s, ls: ls})

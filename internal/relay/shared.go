@@ -18,6 +18,7 @@ import (
 type sharedLeg struct {
 	up  *Upstream
 	r   *Relay
+	key string // in Relay.shared
 	mu  sync.Mutex
 	leg *stdioLeg
 	// conns by ordinal; requests by rewritten id
@@ -45,11 +46,23 @@ type sharedConn struct {
 	sink sink
 }
 
-// sharedFor returns the shared leg of up for one agent, starting its
-// process if needed.
-func (r *Relay) sharedFor(up *Upstream, agentID string) (*sharedLeg, error) {
+// sharedConnFor attaches a session (its sink) to the shared process of up
+// for one agent, starting the process if needed. Attaching happens under the
+// relay's lock, so a process whose last session just left cannot be stopped
+// under a new one.
+func (r *Relay) sharedConnFor(up *Upstream, agentID string, k sink) (*sharedConn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	sl, err := r.sharedFor(up, agentID)
+	if err != nil {
+		return nil, err
+	}
+	return sl.attach(k), nil
+}
+
+// sharedFor returns the shared leg of up for one agent, starting its
+// process if needed. r.mu must be held.
+func (r *Relay) sharedFor(up *Upstream, agentID string) (*sharedLeg, error) {
 	if r.closed {
 		return nil, fmt.Errorf("relay is shutting down")
 	}
@@ -57,7 +70,7 @@ func (r *Relay) sharedFor(up *Upstream, agentID string) (*sharedLeg, error) {
 	if sl, ok := r.shared[key]; ok && sl.alive() {
 		return sl, nil
 	}
-	sl := &sharedLeg{up: up, r: r, conns: map[int]*sharedConn{}, reqs: map[string]sharedReq{},
+	sl := &sharedLeg{up: up, r: r, key: key, conns: map[int]*sharedConn{}, reqs: map[string]sharedReq{},
 		tokens: map[string]sharedReq{}, serverQ: map[string]int{}}
 	l, err := startStdioLeg(up, r.log, sl)
 	if err != nil {
@@ -106,6 +119,27 @@ func (c *sharedConn) close() {
 	if s.last == c {
 		s.last = nil
 	}
+	if len(s.conns) == 0 {
+		// The agent's last session ended: stop its process.
+		go s.r.dropShared(s)
+	}
+}
+
+// dropShared stops a shared process that no session uses any more.
+func (r *Relay) dropShared(s *sharedLeg) {
+	r.mu.Lock()
+	if r.shared[s.key] == s {
+		s.mu.Lock()
+		idle := len(s.conns) == 0
+		s.mu.Unlock()
+		if !idle {
+			r.mu.Unlock()
+			return
+		}
+		delete(r.shared, s.key)
+	}
+	r.mu.Unlock()
+	s.close()
 }
 
 func (c *sharedConn) send(m message) error {
