@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/audit"
 )
 
@@ -19,11 +18,7 @@ func (c *cli) auditCmd() *cobra.Command {
 		Short: "Check the whole hash chain and every signed checkpoint; name the first bad event",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := c.loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := app.OpenStore(cmd.Context(), cfg.Storage, c.logger(cfg))
+			_, st, err := c.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -68,11 +63,7 @@ func (c *cli) auditCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := c.loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := app.OpenStore(cmd.Context(), cfg.Storage, c.logger(cfg))
+			_, st, err := c.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -101,11 +92,7 @@ func (c *cli) auditCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := c.loadConfig()
-			if err != nil {
-				return err
-			}
-			st, err := app.OpenStore(cmd.Context(), cfg.Storage, c.logger(cfg))
+			_, st, err := c.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -237,8 +237,7 @@ func (c *cli) policyExplainCmd() *cobra.Command {
 					return fmt.Errorf("--args: %w", err)
 				}
 			}
-			log := c.logger(cfg)
-			st, err := app.OpenStore(ctx, cfg.Storage, log)
+			st, err := app.OpenStore(ctx, cfg.Storage, c.logger(cfg))
 			if err != nil {
 				return err
 			}
@@ -279,6 +278,18 @@ func (c *cli) policyExplainCmd() *cobra.Command {
 	return cmd
 }
 
+// catalogLookup runs policy lookups through the catalog, uncached (the
+// gate's cache is for the running gateway).
+func catalogLookup(cat *catalog.Catalog) policy.LookupFunc {
+	return func(ctx context.Context, l policy.LookupCall) (any, error) {
+		res, isErr, err := cat.CallTool(ctx, l.Upstream, l.Tool, l.Arguments)
+		if err == nil && isErr {
+			err = fmt.Errorf("%s.%s answered with an error", l.Upstream, l.Tool)
+		}
+		return res, err
+	}
+}
+
 // explainDecision decides like the gate, reading budgets but charging none.
 func explainDecision(ctx context.Context, pol *policy.Policy, cat *catalog.Catalog, st store.Store, p *store.Principal,
 	upstream, name string, args map[string]any, lookups bool) (policy.Decision, error) {
@@ -298,13 +309,7 @@ func explainDecision(ctx context.Context, pol *policy.Policy, cat *catalog.Catal
 		Ctx:       ctx,
 	}
 	if lookups {
-		in.Lookup = func(ctx context.Context, l policy.LookupCall) (any, error) {
-			res, isErr, err := cat.CallTool(ctx, l.Upstream, l.Tool, l.Arguments)
-			if err == nil && isErr {
-				err = fmt.Errorf("%s.%s answered with an error", l.Upstream, l.Tool)
-			}
-			return res, err
-		}
+		in.Lookup = catalogLookup(cat)
 	}
 	for _, r := range pol.BudgetRefs(in) {
 		totals, err := st.BudgetTotals(ctx, []string{r.Key}, now.Add(-r.Window))
@@ -455,13 +460,7 @@ func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, 
 				Context:   policy.Context{Time: r.Time, ClientIP: r.ClientIP, Session: r.Session, Intent: r.Intent},
 				Budgets:   map[string]float64{},
 				Ctx:       ctx,
-				Lookup: func(ctx context.Context, l policy.LookupCall) (any, error) {
-					res, isErr, err := cat.CallTool(ctx, l.Upstream, l.Tool, l.Arguments)
-					if err == nil && isErr {
-						err = fmt.Errorf("%s.%s answered with an error", l.Upstream, l.Tool)
-					}
-					return res, err
-				},
+				Lookup:    catalogLookup(cat),
 			}
 			for k, v := range r.Budgets {
 				in.Budgets[k] = v

@@ -11,23 +11,33 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 
-// withRegistry opens the configured store and a registry over it.
-func (c *cli) withRegistry(ctx context.Context, fn func(*registry.Registry, store.Store) error) error {
+// openStore loads the configuration and opens its store; the caller closes
+// the store.
+func (c *cli) openStore(ctx context.Context) (*config.Config, store.Store, error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	log := c.logger(cfg)
-	st, err := app.OpenStore(ctx, cfg.Storage, log)
+	st, err := app.OpenStore(ctx, cfg.Storage, c.logger(cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, st, nil
+}
+
+// withRegistry opens the configured store and a registry over it.
+func (c *cli) withRegistry(ctx context.Context, fn func(*registry.Registry, store.Store) error) error {
+	cfg, st, err := c.openStore(ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	reg := registry.New(registry.Options{Store: st, Logger: log})
+	reg := registry.New(registry.Options{Store: st, Logger: c.logger(cfg)})
 	defer reg.Close()
 	return fn(reg, st)
 }

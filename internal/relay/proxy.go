@@ -45,6 +45,30 @@ var droppedResponseHeaders = map[string]bool{
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// readMessages reads a POST body into buf (up to MaxMessageBytes) and parses
+// it. On failure it answers the agent (413, or 400 with a JSON-RPC parse
+// error) and returns false. The messages point into buf.
+func (r *Relay) readMessages(w http.ResponseWriter, req *http.Request, buf *bytes.Buffer) ([]message, bool, bool) {
+	buf.Reset()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, r.opts.MaxMessageBytes)); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", r.opts.MaxMessageBytes))
+			return nil, false, false
+		}
+		writeHTTPError(w, http.StatusBadRequest, "could not read the request body")
+		return nil, false, false
+	}
+	msgs, batch, err := parseBody(buf.Bytes())
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write(errorResponse(nil, codeParseError, err.Error()))
+		return nil, false, false
+	}
+	return msgs, batch, true
+}
+
 func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p *store.Principal) {
 	var upstreamSession string
 	if sid := req.Header.Get(headerSessionID); sid != "" {
@@ -67,25 +91,12 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	)
 	if req.Method == http.MethodPost {
 		buf := bufPool.Get().(*bytes.Buffer)
-		buf.Reset()
 		defer bufPool.Put(buf)
-		if _, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, r.opts.MaxMessageBytes)); err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				writeHTTPError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", r.opts.MaxMessageBytes))
-				return
-			}
-			writeHTTPError(w, http.StatusBadRequest, "could not read the request body")
+		msgs, isBatch, ok := r.readMessages(w, req, buf)
+		if !ok {
 			return
 		}
 		body = buf.Bytes()
-		msgs, isBatch, err := parseBody(body)
-		if err != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			w.Write(errorResponse(nil, codeParseError, err.Error()))
-			return
-		}
 		batch = isBatch
 		keep := msgs[:0]
 		for i := range msgs {

@@ -137,27 +137,13 @@ func (r *Relay) serveSession(w http.ResponseWriter, req *http.Request, up *Upstr
 		return
 	}
 
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer bufPool.Put(buf)
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, r.opts.MaxMessageBytes)); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeHTTPError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message larger than %d bytes", r.opts.MaxMessageBytes))
-			return
-		}
-		writeHTTPError(w, http.StatusBadRequest, "could not read the request body")
+	// Messages outlive this handler (they sit in queues): a buffer of their
+	// own, not the pool's.
+	msgs, batch, ok := r.readMessages(w, req, new(bytes.Buffer))
+	if !ok {
 		return
 	}
-	// Messages outlive this handler (they sit in queues), so copy.
-	body := append([]byte(nil), buf.Bytes()...)
-	msgs, batch, err := parseBody(body)
-	if err != nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write(errorResponse(nil, codeParseError, err.Error()))
-		return
-	}
+	var err error
 	if s == nil {
 		if len(msgs) != 1 || msgs[0].Method != "initialize" || !msgs[0].isRequest() {
 			writeHTTPError(w, http.StatusBadRequest, "Mcp-Session-Id header required (start with initialize)")
