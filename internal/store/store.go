@@ -279,9 +279,11 @@ type AuditStore interface {
 	// entries with Time > since, plus e.Amount, stays within limit; it
 	// returns that sum (with e.Amount when charged) and whether it charged.
 	// Check and charge are one atomic step, so concurrent callers (and
-	// replicas) can never overrun the limit together. An entry with an
-	// empty Key, a zero Time, or an Amount that is negative, NaN or
-	// infinite, and a NaN limit, are ErrInvalid.
+	// replicas) can never overrun the limit together. A negative Amount is
+	// a refund (the gate takes back a charge for a call that did not go
+	// ahead, under an infinite limit). An entry with an empty Key, a zero
+	// Time, or an Amount that is NaN or infinite, and a NaN limit, are
+	// ErrInvalid.
 	ChargeBudget(ctx context.Context, e BudgetEntry, since time.Time, limit float64) (total float64, charged bool, err error)
 	// BudgetTotals returns, for each key, the sum of its entries with
 	// Time > since (0 for keys without entries).

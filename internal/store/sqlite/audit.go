@@ -293,7 +293,7 @@ func validBudget(e store.BudgetEntry, limit float64) error {
 		return invalid("budget key is empty")
 	case e.Time.IsZero():
 		return invalid("budget entry for %q has no time", e.Key)
-	case math.IsNaN(e.Amount) || math.IsInf(e.Amount, 0) || e.Amount < 0:
+	case math.IsNaN(e.Amount) || math.IsInf(e.Amount, 0):
 		return invalid("budget entry for %q: amount %v", e.Key, e.Amount)
 	case math.IsNaN(limit):
 		return invalid("budget limit for %q is NaN", e.Key)

@@ -413,7 +413,8 @@ func testChargeBudget(t *testing.T, s store.Store) {
 		{"empty key", entry("", 1), 10, 0, false, store.ErrInvalid},
 		{"NaN amount", entry("k", math.NaN()), 10, 0, false, store.ErrInvalid},
 		{"infinite amount", entry("k", math.Inf(1)), 10, 0, false, store.ErrInvalid},
-		{"negative amount", entry("k", -1), 10, 0, false, store.ErrInvalid},
+		{"a refund (negative amount) under an infinite limit", entry("k", -1), math.Inf(1), 9, true, nil},
+		{"charged again after the refund", entry("k", 1), 10, 10, true, nil},
 		{"no time", store.BudgetEntry{Key: "k", Amount: 1}, 10, 0, false, store.ErrInvalid},
 		{"NaN limit", entry("k", 1), math.NaN(), 0, false, store.ErrInvalid},
 	}
