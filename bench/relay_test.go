@@ -140,5 +140,18 @@ func BenchmarkEcho(b *testing.B) {
 				tc.t.echo(b)
 			}
 		})
+		// 32 clients at once, each with its own session: throughput under
+		// load, where group commit shares transactions between calls.
+		b.Run(tc.name+"/32clients", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(16) // 16 × GOMAXPROCS(2) = 32 clients
+			b.RunParallel(func(pb *testing.PB) {
+				t := &benchTarget{url: tc.t.url, token: tc.t.token, client: client}
+				t.init(b)
+				for pb.Next() {
+					t.echo(b)
+				}
+			})
+		})
 	}
 }
