@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/internal/canon"
+	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/store"
 	"github.com/interlock-dev/interlock/internal/store/sqlite"
 )

@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/interlock-dev/interlock/internal/canon"
+	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/interlock-dev/interlock/internal/canon"
+	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/interlock-dev/interlock/internal/canon"
+	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 

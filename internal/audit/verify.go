@@ -10,7 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/interlock-dev/interlock/internal/canon"
+	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 

@@ -11,6 +11,10 @@
 // (after unescaping), lone surrogates in \u escapes, and numbers beyond the
 // double range.
 //
+// The package is public (outside internal/) because the verify package,
+// which tool owners import, needs it to compute the argument digest an
+// interlock credential binds; it must not import anything from internal/.
+//
 // Canonicalize and Marshal produce canonical JSON; IsCanonical checks that
 // bytes already are (cheaply, for verifying stored records); AppendString
 // and AppendNumber write single canonical values for callers that build a
