@@ -193,6 +193,7 @@ type Store interface {
 	PutMetaIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
 
 	AuditStore
+	CredentialStore
 
 	// Ping checks that the store answers (readiness).
 	Ping(ctx context.Context) error
@@ -290,4 +291,83 @@ type AuditStore interface {
 	BudgetTotals(ctx context.Context, keys []string, since time.Time) (map[string]float64, error)
 	// PruneBudget deletes entries with Time <= before.
 	PruneBudget(ctx context.Context, before time.Time) error
+}
+
+// ---- credentials (keys, issued action credentials, status lists) ----
+
+// ErrSpent: a credential was already used up, revoked or expired when
+// someone tried to consume it.
+var ErrSpent = errors.New("store: credential already used, revoked or expired")
+
+// SigningKey is one credential-signing key. The private key is stored
+// sealed (encrypted by the credential package with the key-encryption
+// key); the store keeps the bytes as given.
+type SigningKey struct {
+	ID        string // the JWS kid; unique
+	Alg       string // "EdDSA" or "ES256"
+	PublicJWK []byte // the public key as a JWK (JSON)
+	Sealed    []byte // the private key, encrypted
+	CreatedAt time.Time
+	// RetiredAt is when a newer key took over (zero while current).
+	// PublishUntil is when the public key may stop being published: every
+	// credential it signed has expired by then (zero while current).
+	RetiredAt    time.Time
+	PublishUntil time.Time
+}
+
+// Credential is the record of one issued action credential (not the JWT).
+type Credential struct {
+	ID           string // the VC id and JWT jti; unique
+	AgentID      string
+	DecisionID   string
+	Upstream     string
+	Tool         string
+	ArgsDigest   string // hex SHA-256 of the RFC 8785 canonical arguments
+	KeyID        string
+	StatusList   string // status list id
+	StatusIndex  int    // index in that list; (StatusList, StatusIndex) is unique
+	IssuedAt     time.Time
+	ExpiresAt    time.Time
+	Uses         int       // uses allowed (1: single use)
+	Used         int       // uses consumed
+	ConsumedAt   time.Time // last use (zero: never used)
+	RevokedAt    time.Time // zero: not revoked
+	RevokeReason string
+}
+
+// CredentialFilter selects credentials. Zero fields select all.
+type CredentialFilter struct {
+	AgentID string
+	Live    bool      // only not revoked, not used up and not expired at Now
+	Now     time.Time // for Live
+	Limit   int
+}
+
+// CredentialStore is the credential part of the store (Store embeds it).
+type CredentialStore interface {
+	PutSigningKey(ctx context.Context, k SigningKey) error
+	// ListSigningKeys returns every key, newest first.
+	ListSigningKeys(ctx context.Context) ([]SigningKey, error)
+	// RetireSigningKey sets RetiredAt and PublishUntil of key id.
+	RetireSigningKey(ctx context.Context, id string, at, publishUntil time.Time) error
+
+	// CreateCredential records an issued credential. ErrAlreadyExists when
+	// its ID, or its (StatusList, StatusIndex), is taken (the caller picks
+	// another random index and tries again).
+	CreateCredential(ctx context.Context, c Credential) error
+	GetCredential(ctx context.Context, id string) (Credential, error)
+	// ListCredentials returns credentials newest first.
+	ListCredentials(ctx context.Context, f CredentialFilter) ([]Credential, error)
+	// ConsumeCredential uses the credential once, atomically: ErrSpent if it
+	// is revoked, expired at `at`, or has no use left (so a replay is
+	// refused even by another replica); ErrNotFound if unknown. It returns
+	// the record after the use.
+	ConsumeCredential(ctx context.Context, id string, at time.Time) (Credential, error)
+	// RevokeCredential marks it revoked (once; revoking again keeps the
+	// first time and reason) and returns the record.
+	RevokeCredential(ctx context.Context, id string, at time.Time, reason string) (Credential, error)
+	// CountStatusIndexes is how many indexes of list are allocated.
+	CountStatusIndexes(ctx context.Context, list string) (int, error)
+	// RevokedStatusIndexes lists the indexes of revoked credentials in list.
+	RevokedStatusIndexes(ctx context.Context, list string) ([]int, error)
 }
