@@ -131,9 +131,9 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 	}
 
 	var d policy.Decision
-	switch {
-	case Inactive(p) != "":
-		d = policy.Decision{Effect: "deny", Rule: "kill-switch", Reasons: []string{Inactive(p)}}
+	switch inactive := Inactive(p); {
+	case inactive != "":
+		d = policy.Decision{Effect: "deny", Rule: "kill-switch", Reasons: []string{inactive}}
 	case argsErr != nil:
 		d = policy.Decision{Effect: "deny", Rule: "bad-arguments", Reasons: []string{"the call's arguments are not a JSON object: " + argsErr.Error()}}
 	default:
