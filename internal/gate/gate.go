@@ -27,8 +27,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/canon"
+	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/policy"
 	"github.com/interlock-dev/interlock/internal/registry"

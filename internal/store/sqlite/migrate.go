@@ -105,6 +105,45 @@ var migrations = []migration{
 		`DROP INDEX IF EXISTS audit_events_at`,
 		`DROP INDEX IF EXISTS audit_events_agent_id`,
 	}},
+	// 4: credential signing keys (private keys sealed by the credential
+	// package) and the records of issued action credentials. A credential's
+	// place in a status list, (status_list, status_index), is unique; uses
+	// and used make ConsumeCredential one conditional UPDATE.
+	//
+	// One credential is written per gated call, so credentials is keyed by
+	// its id WITHOUT ROWID (in PostgreSQL: TEXT PRIMARY KEY) and has no
+	// secondary index: an insert touches two B-trees. ListCredentials (an
+	// administrator's listing) scans.
+	{stmts: []string{
+		`CREATE TABLE signing_keys (
+			id            TEXT NOT NULL PRIMARY KEY,
+			alg           TEXT NOT NULL,
+			public_jwk    BLOB NOT NULL,
+			sealed        BLOB NOT NULL,
+			created_at    BIGINT,
+			retired_at    BIGINT,
+			publish_until BIGINT
+		)`,
+		`CREATE TABLE credentials (
+			id            TEXT    NOT NULL PRIMARY KEY,
+			agent_id      TEXT    NOT NULL,
+			decision_id   TEXT    NOT NULL,
+			upstream      TEXT    NOT NULL,
+			tool          TEXT    NOT NULL,
+			args_digest   TEXT    NOT NULL,
+			key_id        TEXT    NOT NULL,
+			status_list   TEXT    NOT NULL,
+			status_index  INTEGER NOT NULL CHECK (status_index >= 0),
+			issued_at     BIGINT,
+			expires_at    BIGINT,
+			uses          INTEGER NOT NULL CHECK (uses >= 1),
+			used          INTEGER NOT NULL CHECK (used >= 0),
+			consumed_at   BIGINT,
+			revoked_at    BIGINT,
+			revoke_reason TEXT    NOT NULL,
+			UNIQUE (status_list, status_index)
+		) WITHOUT ROWID`,
+	}},
 }
 
 // migrate brings the schema up to date, one migration per transaction, and

@@ -64,6 +64,9 @@ type Store struct {
 	headR      *sql.Stmt // the audit head, on the readers
 	budgetSum  *sql.Stmt // ChargeBudget's check, on the writer
 	budgetAdd  *sql.Stmt // ChargeBudget's charge, on the writer
+	insCred    *sql.Stmt // CreateCredential, on the writer (one per gated call)
+	consCred   *sql.Stmt // ConsumeCredential, on the writer (one per forwarded call)
+	getCred    *sql.Stmt // GetCredential, on the readers (credential verification)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -158,6 +161,9 @@ func (s *Store) open(ctx context.Context, path string) error {
 	if err := s.prepareAudit(ctx); err != nil {
 		return err
 	}
+	if err := s.prepareCredentials(ctx); err != nil {
+		return err
+	}
 	s.log.Debug("store opened", "path", path)
 	return nil
 }
@@ -185,7 +191,7 @@ func dsn(name string, writer, memory bool) string {
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN, s.headW, s.headR, s.budgetSum, s.budgetAdd} {
+	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN, s.headW, s.headR, s.budgetSum, s.budgetAdd, s.insCred, s.consCred, s.getCred} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

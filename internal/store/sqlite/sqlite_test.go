@@ -293,6 +293,8 @@ func TestAuditIndexesDropped(t *testing.T) {
 	for _, q := range []string{
 		`CREATE INDEX audit_events_at ON audit_events (at)`,
 		`CREATE INDEX audit_events_agent_id ON audit_events (agent_id, seq)`,
+		`DROP TABLE signing_keys`, // migration 4
+		`DROP TABLE credentials`,
 		`DELETE FROM migrations WHERE num >= 3`,
 	} {
 		if _, err := s.w.ExecContext(ctx, q); err != nil {

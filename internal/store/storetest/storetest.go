@@ -1,9 +1,10 @@
 // Package storetest provides the conformance suite every store.Store backend
 // must pass: Run exercises each method of the interface, its sentinel errors,
 // the Generation counter, Meta, the audit chain's continuity checks and
-// filters, checkpoints, budget counters and the concurrency guarantees the
-// rest of interlock relies on (contiguous concurrent appends, budgets that
-// concurrent charges never overrun).
+// filters, checkpoints, budget counters, signing keys and credential
+// records, and the concurrency guarantees the rest of interlock relies on
+// (contiguous concurrent appends, budgets that concurrent charges never
+// overrun, credentials that concurrent consumers never overuse).
 //
 // It must not depend on any one backend's behaviour (it will run against
 // SQLite and PostgreSQL alike), must not sleep or assert on timing, and must
@@ -60,6 +61,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentChargeBudget", testConcurrentChargeBudget},
 		{"BudgetTotals", testBudgetTotals},
 		{"PruneBudget", testPruneBudget},
+		{"SigningKeys", testSigningKeys},
+		{"CreateCredential", testCreateCredential},
+		{"ListCredentials", testListCredentials},
+		{"ConsumeCredential", testConsumeCredential},
+		{"ConcurrentConsumeCredential", testConcurrentConsume},
+		{"RevokeCredential", testRevokeCredential},
+		{"StatusIndexes", testStatusIndexes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
