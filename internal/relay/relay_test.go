@@ -58,6 +58,12 @@ func newTestServer(sig *upstreamSignals) *mcp.Server {
 			sig.slowStarted <- struct{}{}
 		}
 		mark(sig, "slow-started")
+		// Tell a caller that asked for progress that the tool runs: it then
+		// knows its request's stream is open (cancelling earlier races the
+		// client's own request).
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Message: "started"})
+		}
 		select {
 		case <-ctx.Done():
 			if sig.slowCancelled != nil {
@@ -626,15 +632,25 @@ func TestUpstreamDiesMidCall(t *testing.T) {
 func TestClientCancellationReachesUpstream(t *testing.T) {
 	e := newEnv(t)
 	t.Run("http", func(t *testing.T) {
-		cs := e.connect("/mcp/acme", e.token, nil)
+		started := make(chan struct{}, 1)
+		cs := e.connect("/mcp/acme", e.token, &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		}})
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
-			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}})
+			p := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}}
+			p.SetProgressToken("slow-http")
+			_, err := cs.CallTool(ctx, p)
 			errc <- err
 		}()
+		// Cancel once the tool runs and the call's stream is open (the
+		// tool's first progress notification says both).
 		select {
-		case <-e.sig.slowStarted:
+		case <-started:
 		case <-time.After(30 * time.Second):
 			t.Fatal("the slow tool never started")
 		}
@@ -652,7 +668,13 @@ func TestClientCancellationReachesUpstream(t *testing.T) {
 		t.Run("stdio "+path, func(t *testing.T) {
 			os.Remove(filepath.Join(e.markerDir, "slow-started"))
 			os.Remove(filepath.Join(e.markerDir, "slow-cancelled"))
-			cs := e.connect(path, e.token, nil)
+			started := make(chan struct{}, 1)
+			cs := e.connect(path, e.token, &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+			}})
 			name := "slow"
 			if path == "/mcp" {
 				name = "local_slow"
@@ -660,10 +682,13 @@ func TestClientCancellationReachesUpstream(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
 			go func() {
-				_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})
+				p := &mcp.CallToolParams{Name: name, Arguments: map[string]any{}}
+				p.SetProgressToken("slow-stdio")
+				_, err := cs.CallTool(ctx, p)
 				errc <- err
 			}()
 			waitFile(t, filepath.Join(e.markerDir, "slow-started"))
+			<-started // the call's stream is open on the client's side too
 			cancel()
 			waitFile(t, filepath.Join(e.markerDir, "slow-cancelled"))
 			<-errc
@@ -956,13 +981,23 @@ func TestOutcomesReachTheGate(t *testing.T) {
 			if o := waitOutcome(t, e.outcomes, "echo", 2)[1]; !o.Answered || !o.IsError {
 				t.Errorf("tool error outcome %+v", o)
 			}
-			// Cancelled by the agent.
+			// Cancelled by the agent, once the tool has started and said so
+			// on the call's own stream.
 			ctx, cancel := context.WithCancel(context.Background())
+			started := make(chan struct{}, 1)
+			cs2 := e.connect(tc.path, e.token, &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+			}})
 			go func() {
-				waitOutcomeStarted(e, tc.path)
+				<-started
 				cancel()
 			}()
-			cs.CallTool(ctx, &mcp.CallToolParams{Name: tc.prefix + "slow", Arguments: map[string]any{}})
+			slow := &mcp.CallToolParams{Name: tc.prefix + "slow", Arguments: map[string]any{}}
+			slow.SetProgressToken("slow-1")
+			cs2.CallTool(ctx, slow)
 			if o := waitOutcome(t, e.outcomes, "slow", 1)[0]; o.Answered && !o.IsError {
 				t.Errorf("cancelled call outcome %+v", o)
 			}
@@ -970,20 +1005,6 @@ func TestOutcomesReachTheGate(t *testing.T) {
 	}
 }
 
-// waitOutcomeStarted waits until the slow tool runs in the upstream of path.
-func waitOutcomeStarted(e *env, path string) {
-	if path == "/mcp/acme" {
-		<-e.sig.slowStarted
-		return
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(filepath.Join(e.markerDir, "slow-started")); err == nil {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // A stdio upstream sees only the environment it needs, never interlock's
 // own secrets (the agent token of "interlock wrap", other upstreams' keys).

@@ -265,6 +265,7 @@ func (s *session) writeStream(w http.ResponseWriter, req *http.Request, st *stre
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	sw := newSSEWriter(w)
+	sw.flush() // the agent learns at once that its request is in
 	for _, b := range direct {
 		if sw.writeMessage("", b) != nil {
 			return
