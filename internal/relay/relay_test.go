@@ -1005,7 +1005,6 @@ func TestOutcomesReachTheGate(t *testing.T) {
 	}
 }
 
-
 // A stdio upstream sees only the environment it needs, never interlock's
 // own secrets (the agent token of "interlock wrap", other upstreams' keys).
 func TestStdioUpstreamEnvironment(t *testing.T) {
