@@ -1,10 +1,7 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/interlock-dev/interlock/internal/yamldoc"
 )
 
 // LoadOptions tunes Load and Parse.
@@ -150,54 +149,10 @@ func (d *decoder) tainted(path string) bool {
 	}
 }
 
-// parse turns data into the root node of its single document. It returns
-// (nil, true) for an empty document and (_, false) when the YAML is broken.
-func (d *decoder) parse(data []byte) (root *yaml.Node, ok bool) {
-	defer func() {
-		// The YAML library reports its own internal errors by panicking;
-		// Parse must never panic, so they become a problem.
-		if r := recover(); r != nil {
-			d.add(0, "", "invalid YAML: the parser failed on this file")
-			root, ok = nil, false
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, true
-		}
-		d.syntax(err)
-		return nil, false
-	}
-	var extra yaml.Node
-	switch err := dec.Decode(&extra); {
-	case err == nil:
-		d.add(extra.Line, "", "only one YAML document is allowed; remove the second one (after \"---\")")
-	case !errors.Is(err, io.EOF):
-		d.syntax(err)
-	}
-	if doc.Kind == yaml.DocumentNode {
-		if len(doc.Content) == 0 {
-			return nil, true
-		}
-		return doc.Content[0], true
-	}
-	return &doc, true
-}
-
-// syntax records a YAML syntax error, taking its line out of the message.
-func (d *decoder) syntax(err error) {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if num, tail, ok := strings.Cut(rest, ": "); ok {
-			if n, err := strconv.Atoi(num); err == nil {
-				line, msg = n, tail
-			}
-		}
-	}
-	d.add(line, "", "invalid YAML: "+msg)
+// parse returns the root node of the file's single document (nil for an
+// empty one); ok is false when the YAML is broken.
+func (d *decoder) parse(data []byte) (*yaml.Node, bool) {
+	return yamldoc.Parse(data, func(line int, msg string) { d.add(line, "", msg) })
 }
 
 // resolve follows aliases to the node they name.

@@ -1,10 +1,7 @@
 package policy
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -12,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/interlock-dev/interlock/internal/yamldoc"
 )
 
 // maxNodes bounds how many YAML nodes one decode visits, so that aliases
@@ -123,53 +122,10 @@ func (d *decoder) addf(n *yaml.Node, where, format string, args ...any) {
 	d.add(line, col, where, fmt.Sprintf(format, args...))
 }
 
-// parse returns the root node of the file's single document; nil for an
-// empty document. ok is false when the YAML is broken.
-func (d *decoder) parse(data []byte) (root *yaml.Node, ok bool) {
-	defer func() {
-		// The YAML library reports some internal errors by panicking.
-		if r := recover(); r != nil {
-			d.add(0, 0, "", "invalid YAML: the parser failed on this file")
-			root, ok = nil, false
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, true
-		}
-		d.syntax(err)
-		return nil, false
-	}
-	var extra yaml.Node
-	switch err := dec.Decode(&extra); {
-	case err == nil:
-		d.add(extra.Line, 0, "", "only one YAML document is allowed")
-	case !errors.Is(err, io.EOF):
-		d.syntax(err)
-		return nil, false
-	}
-	if doc.Kind == yaml.DocumentNode {
-		if len(doc.Content) == 0 {
-			return nil, true
-		}
-		return doc.Content[0], true
-	}
-	return &doc, true
-}
-
-func (d *decoder) syntax(err error) {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if n, tail, ok := strings.Cut(rest, ": "); ok {
-			if v, err := strconv.Atoi(n); err == nil {
-				line, msg = v, tail
-			}
-		}
-	}
-	d.add(line, 0, "", "invalid YAML: "+msg)
+// parse returns the root node of the file's single document (nil for an
+// empty one); ok is false when the YAML is broken.
+func (d *decoder) parse(data []byte) (*yaml.Node, bool) {
+	return yamldoc.Parse(data, func(line int, msg string) { d.add(line, 0, "", msg) })
 }
 
 // node resolves aliases and counts visits; nil when the node is unusable
