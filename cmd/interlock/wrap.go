@@ -13,21 +13,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/interlock-dev/interlock/internal/app"
-	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/gate"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
 )
 
 var nonName = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
-
-func configuredNames(cfg *config.Config) map[string]bool {
-	m := map[string]bool{}
-	for _, u := range cfg.Upstreams {
-		m[u.Name] = true
-	}
-	return m
-}
 
 func (c *cli) wrapCmd() *cobra.Command {
 	var agentID, token, name string
@@ -101,14 +92,19 @@ The token may come from INTERLOCK_AGENT_TOKEN instead of --token.`,
 					}
 				}
 			}
-			// The same decision path as the HTTP gateway: policy, catalog
-			// (the configured upstreams, for lookups, and the wrapped one),
-			// audit log and gate.
-			var extra []relay.Upstream
-			if _, configured := configuredNames(cfg)[up.Name]; !configured {
-				extra = append(extra, up)
+			// The same decision path as the HTTP gateway: policy, catalog,
+			// audit log and gate. The catalog knows the wrapped server and
+			// the configured HTTP upstreams (for lookups); it does not start
+			// the other configured stdio servers (a desktop client may run
+			// many wraps), so a lookup on one of those fails closed.
+			catCfg := *cfg
+			catCfg.Upstreams = nil
+			for _, u := range cfg.Upstreams {
+				if u.URL != "" && u.Name != up.Name {
+					catCfg.Upstreams = append(catCfg.Upstreams, u)
+				}
 			}
-			dp, err := app.NewDecisionPath(ctx, cfg, st, app.NewCatalog(cfg, log, time.Now, extra...), log, time.Now)
+			dp, err := app.NewDecisionPath(ctx, cfg, st, app.NewCatalog(&catCfg, log, time.Now, up), log, time.Now)
 			if err != nil {
 				return err
 			}
