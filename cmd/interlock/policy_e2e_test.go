@@ -295,7 +295,9 @@ func TestAuditVerifyCommandCatchesTampering(t *testing.T) {
 	if out, _, err := run(t, "audit", "verify", "--config", e.cfg); err != nil || !strings.Contains(out, "ok:") {
 		t.Fatalf("verify before tampering: %v %s", err, out)
 	}
-	db, err := sql.Open("sqlite", filepath.Join(filepath.Dir(e.cfg), "interlock.db"))
+	// The running gateway may hold the write lock for a moment (deferred
+	// events, checkpoints): wait for it rather than fail.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(filepath.Dir(e.cfg), "interlock.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
