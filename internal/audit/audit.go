@@ -103,9 +103,12 @@ type Log struct {
 	mu     sync.Mutex
 	queue  []*request // waiting for the committer, in arrival order
 	closed bool
-	armed  bool          // a linger timer will wake the committer
-	wake   chan struct{} // capacity 1: "the queue is not empty"
-	done   chan struct{} // closed when the committer has exited
+	armed  bool // a linger timer will wake the committer
+	// committing is true while one goroutine (the leader) commits batches;
+	// whoever finds it false when it has work takes the role.
+	committing bool
+	wake       chan struct{} // capacity 1: "the queue is not empty"
+	done       chan struct{} // closed when the committer has exited
 
 	cpMu   sync.Mutex
 	lastCP store.Checkpoint // the newest checkpoint this log knows of (Seq 0: none)
@@ -223,10 +226,15 @@ func (l *Log) AppendBatch(ctx context.Context, evs []Event) (int64, error) {
 		return 0, ErrClosed
 	}
 	l.queue = append(l.queue, r)
+	lead := !l.committing
+	l.committing = true
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if lead {
+		// Nobody is committing: commit here rather than hand the batch to
+		// another goroutine and wait to be woken (two cross-thread hand-offs
+		// per append at low load). Appends that arrive meanwhile join the
+		// batches this goroutine commits.
+		l.drain(context.Background(), r)
 	}
 	select {
 	case <-r.done:
@@ -289,25 +297,93 @@ func (l *Log) run() {
 		select {
 		case <-l.wake:
 		case <-tick:
-			if l.sinceCP > 0 {
-				l.autoCheckpoint(ctx)
+			if l.lead() {
+				if l.sinceCP > 0 {
+					l.autoCheckpoint(ctx)
+				}
+				l.drain(ctx, nil)
 			}
 			continue
 		}
-		for {
-			l.gather()
-			batch, closed := l.take()
-			if len(batch) == 0 {
-				if closed {
-					return
-				}
-				break
+		// Deferred events after their linger, or Close: commit what is
+		// queued unless a leader is already at it (it drains the queue).
+		if l.lead() {
+			l.drain(ctx, nil)
+		}
+		l.mu.Lock()
+		closed, idle := l.closed, !l.committing && len(l.queue) == 0
+		l.mu.Unlock()
+		if closed {
+			if idle {
+				return
 			}
-			l.commit(ctx, batch)
-			if l.cpEvery > 0 && l.sinceCP >= l.cpEvery {
-				l.autoCheckpoint(ctx)
+			// A leader is finishing: look again shortly.
+			time.Sleep(time.Millisecond)
+			select {
+			case l.wake <- struct{}{}:
+			default:
 			}
 		}
+	}
+}
+
+// lead takes the committer role if nobody has it.
+func (l *Log) lead() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.committing {
+		return false
+	}
+	l.committing = true
+	return true
+}
+
+// drain commits batches until the queue is empty, then gives up the
+// committer role. Only the goroutine holding the role calls it; the role
+// is released under the same lock that checks the queue, so no request is
+// left behind. An appender leading for its own request (mine) stops once
+// that is committed and hands what is left to the background committer,
+// so that under steady load no caller keeps committing for the others.
+func (l *Log) drain(ctx context.Context, mine *request) {
+	for {
+		l.gather()
+		batch, _ := l.take()
+		if len(batch) == 0 {
+			l.mu.Lock()
+			if len(l.queue) == 0 {
+				l.committing = false
+				l.mu.Unlock()
+				return
+			}
+			l.mu.Unlock()
+			continue
+		}
+		l.commit(ctx, batch)
+		if l.cpEvery > 0 && l.sinceCP >= l.cpEvery {
+			l.autoCheckpoint(ctx)
+		}
+		if mine != nil && isDone(mine) {
+			l.mu.Lock()
+			rest := len(l.queue) > 0
+			l.committing = false
+			l.mu.Unlock()
+			if rest {
+				select {
+				case l.wake <- struct{}{}:
+				default:
+				}
+			}
+			return
+		}
+	}
+}
+
+func isDone(r *request) bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
 	}
 }
 
