@@ -14,9 +14,13 @@
 // Log.Append returns only once its event is committed, and never reports
 // success for an event that was not: the gate relies on that to record a
 // decision before it acts on it (fail closed). Concurrent appends are
-// group-committed: one committer goroutine drains the queue into a single
-// store transaction, so throughput grows with the number of callers while
-// each caller still waits for its own record.
+// group-committed, leader/follower style: the appender that finds nobody
+// committing commits the queue itself, in single store transactions, while
+// later appends queue behind it and join its next batch; once its own
+// events are committed it hands the rest to a background committer (which
+// also commits deferred events and signs checkpoints). Throughput grows
+// with the number of callers, each caller still waits for its own record,
+// and at low load an append costs no hand-off between goroutines.
 //
 // The package must not drop or reorder events, must not hold decisions (the
 // gate decides), and reads the clock only through Options.Now.
@@ -113,7 +117,7 @@ type Log struct {
 	cpMu   sync.Mutex
 	lastCP store.Checkpoint // the newest checkpoint this log knows of (Seq 0: none)
 
-	// Owned by the committer goroutine.
+	// Owned by whichever goroutine holds the committer role (committing).
 	sinceCP int // events committed since the last checkpoint
 	head    store.AuditHead
 	scratch []byte
