@@ -673,38 +673,10 @@ func AppendNumber(b []byte, f float64) ([]byte, error) {
 // the order RFC 8785 sorts object members in. It differs from byte order
 // only where a character above U+FFFF (a surrogate pair in UTF-16, starting
 // with 0xD800–0xDBFF) meets one in U+E000–U+FFFF.
-func CompareUTF16(a, b string) int {
-	n := min(len(a), len(b))
-	i := 0
-	for i < n && a[i] == b[i] {
-		i++
-	}
-	if i == n {
-		return cmpInt(len(a), len(b))
-	}
-	if a[i] < utf8.RuneSelf && b[i] < utf8.RuneSelf {
-		return cmpInt(int(a[i]), int(b[i]))
-	}
-	// Back up to the start of the rune the two differ in (the bytes before
-	// are equal, so it starts at the same place in both).
-	for i > 0 && !utf8.RuneStart(a[i]) {
-		i--
-	}
-	ra, _ := utf8.DecodeRuneInString(a[i:])
-	rb, _ := utf8.DecodeRuneInString(b[i:])
-	if c := cmpInt(int(utf16First(ra)), int(utf16First(rb))); c != 0 {
-		return c
-	}
-	// Both above U+FFFF with the same high surrogate: the low surrogates
-	// order as the code points do. (Or invalid UTF-8: byte order.)
-	if c := cmpInt(int(ra), int(rb)); c != 0 {
-		return c
-	}
-	return cmpInt(int(a[i]), int(b[i]))
-}
+func CompareUTF16(a, b string) int { return compareUTF16(a, b) }
 
-// compareUTF16 is CompareUTF16 for byte slices.
-func compareUTF16(a, b []byte) int {
+// compareUTF16 is CompareUTF16 for strings and byte slices alike.
+func compareUTF16[T string | []byte](a, b T) int {
 	n := min(len(a), len(b))
 	i := 0
 	for i < n && a[i] == b[i] {
@@ -721,8 +693,8 @@ func compareUTF16(a, b []byte) int {
 	for i > 0 && !utf8.RuneStart(a[i]) {
 		i--
 	}
-	ra, _ := utf8.DecodeRune(a[i:])
-	rb, _ := utf8.DecodeRune(b[i:])
+	ra, _ := utf8.DecodeRuneInString(string(a[i:min(i+utf8.UTFMax, len(a))]))
+	rb, _ := utf8.DecodeRuneInString(string(b[i:min(i+utf8.UTFMax, len(b))]))
 	if c := cmpInt(int(utf16First(ra)), int(utf16First(rb))); c != 0 {
 		return c
 	}

@@ -112,7 +112,7 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 	start := g.opts.Now()
 	p := c.Principal
 	callID := newID()
-	args, intent, argsErr := arguments(c.Params)
+	args, canonArgs, intent, argsErr := arguments(c.Params)
 
 	rec := decisionRecord{
 		DecisionID: callID,
@@ -126,7 +126,8 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 		Time:       start.UTC().Truncate(time.Microsecond),
 	}
 	if argsErr == nil {
-		rec.ArgsDigest = digest(args)
+		sum := sha256.Sum256(canonArgs)
+		rec.ArgsDigest = hex.EncodeToString(sum[:])
 		rec.Args = g.redactValue(args)
 	}
 
@@ -493,11 +494,13 @@ func approversText(d policy.Decision) string {
 // maxIntent bounds the stated intent kept from one call.
 const maxIntent = 1000
 
-// arguments decodes tools/call params.arguments (absent: an empty object)
-// and the agent's stated intent, params._meta["io.interlock/intent"] (a
-// string; anything else is ignored). The intent is recorded and offered to
-// the policy as context.intent; a policy can use it to be stricter.
-func arguments(params json.RawMessage) (map[string]any, string, error) {
+// arguments decodes tools/call params.arguments (absent: an empty object),
+// returns them also in their RFC 8785 canonical form (what the argument
+// digest covers), and the agent's stated intent,
+// params._meta["io.interlock/intent"] (a string; anything else is
+// ignored). The intent is recorded and offered to the policy as
+// context.intent; a policy can use it to be stricter.
+func arguments(params json.RawMessage) (map[string]any, []byte, string, error) {
 	var p struct {
 		Arguments json.RawMessage `json:"arguments"`
 		Meta      struct {
@@ -506,7 +509,7 @@ func arguments(params json.RawMessage) (map[string]any, string, error) {
 	}
 	if len(params) > 0 {
 		if err := json.Unmarshal(params, &p); err != nil {
-			return nil, "", err
+			return nil, nil, "", err
 		}
 	}
 	var intent string
@@ -514,32 +517,23 @@ func arguments(params json.RawMessage) (map[string]any, string, error) {
 		intent = strings.ToValidUTF8(intent[:maxIntent], "") + "…"
 	}
 	if len(p.Arguments) == 0 || string(p.Arguments) == "null" {
-		return map[string]any{}, intent, nil
+		return map[string]any{}, []byte("{}"), intent, nil
 	}
 	// The upstream reads the arguments with its own parser. If a key
 	// appeared twice, parsers disagree on which value counts, and the
 	// policy might judge one value while the tool acts on the other.
-	if _, err := canon.Canonicalize(p.Arguments); err != nil {
-		return nil, intent, fmt.Errorf("%w (a key that appears twice is refused: the tool might read another value than the policy)", err)
+	canonArgs, err := canon.Canonicalize(p.Arguments)
+	if err != nil {
+		return nil, nil, intent, fmt.Errorf("%w (a key that appears twice is refused: the tool might read another value than the policy)", err)
 	}
 	var args map[string]any
 	if err := json.Unmarshal(p.Arguments, &args); err != nil {
-		return nil, intent, err
+		return nil, nil, intent, err
 	}
 	if args == nil {
-		args = map[string]any{}
+		return nil, nil, intent, errors.New("arguments must be a JSON object")
 	}
-	return args, intent, nil
-}
-
-// digest is the hex SHA-256 of the RFC 8785 canonical form of v.
-func digest(v any) string {
-	b, err := canon.Marshal(v)
-	if err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	return args, canonArgs, intent, nil
 }
 
 // redactValue copies v with the values of redacted keys replaced.

@@ -2,6 +2,8 @@ package gate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/policy"
@@ -423,4 +426,14 @@ rules:
 	if v == nil || v.Deny == nil {
 		t.Fatal("a stated intent turned a deny into an allow")
 	}
+}
+
+// digest is the hex SHA-256 of the RFC 8785 canonical form of v.
+func digest(v any) string {
+	b, err := canon.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
