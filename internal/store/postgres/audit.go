@@ -1,0 +1,406 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// hashSize is the length of AuditEvent.Hash and PrevHash: a SHA-256 digest.
+const hashSize = 32
+
+// zeroHash is the PrevHash of event 1 and the Hash of an empty chain's head.
+var zeroHash = make([]byte, hashSize)
+
+const auditCols = `seq, at, type, call_id, agent_id, data, prev_hash, hash`
+
+const (
+	headSQL = `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`
+	// insAudit1SQL inserts one event, the common case (one per call).
+	insAudit1SQL = `INSERT INTO audit_events (` + auditCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+	// insAuditNSQL inserts a batch of any size in one statement, one array
+	// per column.
+	insAuditNSQL = `INSERT INTO audit_events (` + auditCols + `)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+			$6::bytea[], $7::bytea[], $8::bytea[])`
+	lockSQL = `SELECT pg_advisory_xact_lock($1)`
+)
+
+// readHead reads the head of the chain.
+func readHead(row pgx.Row) (store.AuditHead, error) {
+	var h store.AuditHead
+	err := row.Scan(&h.Seq, &h.Hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.AuditHead{Seq: 0, Hash: bytes.Clone(zeroHash)}, nil
+	}
+	if err != nil {
+		return store.AuditHead{}, fmt.Errorf("read audit head: %w", err)
+	}
+	return h, nil
+}
+
+// continues checks that evs continue the chain at head.
+func continues(head store.AuditHead, evs []store.AuditEvent) error {
+	prev := head.Hash
+	for i, e := range evs {
+		switch want := head.Seq + int64(i) + 1; {
+		case e.Seq != want:
+			return invalid("audit event %d of %d has seq %d, want %d", i+1, len(evs), e.Seq, want)
+		case len(e.Hash) != hashSize:
+			return invalid("audit event %d: hash is %d bytes, want %d", e.Seq, len(e.Hash), hashSize)
+		case !bytes.Equal(e.PrevHash, prev):
+			return invalid("audit event %d: prev_hash %x does not continue the chain (%x)", e.Seq, e.PrevHash, prev)
+		case e.Type == "":
+			return invalid("audit event %d: type is empty", e.Seq)
+		}
+		prev = e.Hash
+	}
+	return nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// queueInsert queues the INSERT of evs (already checked) as one statement.
+func queueInsert(b *pgx.Batch, evs []store.AuditEvent) {
+	if len(evs) == 1 {
+		e := evs[0]
+		b.Queue(insAudit1SQL, e.Seq, micros(e.Time), e.Type, e.CallID, e.AgentID, nonNil(e.Data), e.PrevHash, e.Hash)
+		return
+	}
+	var (
+		seq                  = make([]int64, len(evs))
+		at                   = make([]*int64, len(evs))
+		typ, callID, agentID = make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
+		data, prev, hash     = make([][]byte, len(evs)), make([][]byte, len(evs)), make([][]byte, len(evs))
+	)
+	for i, e := range evs {
+		seq[i], at[i] = e.Seq, micros(e.Time)
+		typ[i], callID[i], agentID[i] = e.Type, e.CallID, e.AgentID
+		data[i], prev[i], hash[i] = nonNil(e.Data), e.PrevHash, e.Hash
+	}
+	b.Queue(insAuditNSQL, seq, at, typ, callID, agentID, data, prev, hash)
+}
+
+// AppendAudit implements store.Store. The transaction first takes the
+// chain's advisory lock (held until it ends) and only then, in a separate
+// statement and so with a fresh READ COMMITTED snapshot, reads the head:
+// every appender in every replica sees the events of the one before it,
+// and the chain stays one.
+//
+// Appends are the store's hottest write, and the lock is held from the
+// head's read to the commit, so the transaction is two pipelined round
+// trips instead of four: BEGIN, the lock and the head's read go together,
+// and so do the INSERT and the COMMIT.
+func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) error {
+	for attempt := 1; ; attempt++ {
+		buildErr, err := s.appendAudit(ctx, build)
+		if buildErr != nil {
+			return buildErr
+		}
+		if err == nil {
+			return nil
+		}
+		if attempt == maxTxAttempts || !retryable(err) {
+			return fmt.Errorf("postgres: append audit: %w", err)
+		}
+		s.log.Debug("retrying audit append", "attempt", attempt, "err", err)
+	}
+}
+
+// appendAudit is one attempt of AppendAudit. It returns build's error, if
+// any, apart from its own.
+func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) (buildErr, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquire a connection: %w", err)
+	}
+	// A connection returned inside a transaction (the ROLLBACK below
+	// failed, or was not reached) is closed by the pool, never reused.
+	defer conn.Release()
+	committed := false
+	defer func() {
+		if !committed {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`)
+		}
+	}()
+
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(lockSQL, s.auditLock)
+	b.Queue(headSQL)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		if _, err = br.Exec(); err != nil {
+			err = fmt.Errorf("take the audit lock: %w", err)
+		}
+	}
+	var head store.AuditHead
+	if err == nil {
+		head, err = readHead(br.QueryRow())
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("begin: %w", cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	evs, err := build(head)
+	if err != nil {
+		return err, nil
+	}
+	if err := continues(head, evs); err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, nil // rolled back: nothing to write
+	}
+
+	b = &pgx.Batch{}
+	queueInsert(b, evs)
+	b.Queue(`COMMIT`)
+	br = conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err != nil {
+		err = fmt.Errorf("insert audit events %d to %d: %w", evs[0].Seq, evs[len(evs)-1].Seq, mapErr(err))
+	} else {
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err != nil {
+			err = fmt.Errorf("commit: %w", err)
+		} else if tag.String() != "COMMIT" {
+			err = fmt.Errorf("commit: the server answered %q", tag.String())
+		}
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("commit: %w", cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	committed = true
+	return nil, nil
+}
+
+// AuditHead implements store.Store.
+func (s *Store) AuditHead(ctx context.Context) (store.AuditHead, error) {
+	h, err := readHead(s.pool.QueryRow(ctx, headSQL))
+	if err != nil {
+		return store.AuditHead{}, fmt.Errorf("postgres: %w", err)
+	}
+	return h, nil
+}
+
+// ListAudit implements store.Store.
+func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	var (
+		q    strings.Builder
+		args []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	q.WriteString(`SELECT ` + auditCols + ` FROM audit_events WHERE seq > ` + arg(f.AfterSeq))
+	if !f.Since.IsZero() {
+		q.WriteString(` AND at >= ` + arg(f.Since.UnixMicro()))
+	}
+	if f.AgentID != "" {
+		q.WriteString(` AND agent_id = ` + arg(f.AgentID))
+	}
+	if len(f.Types) > 0 {
+		q.WriteString(` AND type = ANY(` + arg(f.Types) + `::text[])`)
+	}
+	q.WriteString(` ORDER BY seq`)
+	if f.Limit > 0 {
+		q.WriteString(` LIMIT ` + arg(int64(f.Limit)))
+	}
+	rows, err := s.pool.Query(ctx, q.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditEvent
+	if f.Limit > 0 {
+		out = make([]store.AuditEvent, 0, min(f.Limit, 16384))
+	}
+	var at *int64
+	for rows.Next() {
+		var e store.AuditEvent
+		if err := rows.Scan(&e.Seq, &at, &e.Type, &e.CallID, &e.AgentID, &e.Data, &e.PrevHash, &e.Hash); err != nil {
+			return nil, fmt.Errorf("postgres: list audit: %w", err)
+		}
+		e.Time = fromMicros(at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: list audit: %w", err)
+	}
+	return out, nil
+}
+
+// PutCheckpoint implements store.Store.
+func (s *Store) PutCheckpoint(ctx context.Context, c store.Checkpoint) error {
+	switch {
+	case c.Seq < 1:
+		return fmt.Errorf("postgres: put checkpoint: %w", invalid("seq %d", c.Seq))
+	case len(c.Hash) != hashSize:
+		return fmt.Errorf("postgres: put checkpoint %d: %w", c.Seq, invalid("hash is %d bytes, want %d", len(c.Hash), hashSize))
+	case c.KeyID == "":
+		return fmt.Errorf("postgres: put checkpoint %d: %w", c.Seq, invalid("key id is empty"))
+	case len(c.Signature) == 0:
+		return fmt.Errorf("postgres: put checkpoint %d: %w", c.Seq, invalid("signature is empty"))
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO checkpoints (seq, hash, at, key_id, signature) VALUES ($1, $2, $3, $4, $5)`,
+		c.Seq, c.Hash, micros(c.Time), c.KeyID, c.Signature); err != nil {
+		return fmt.Errorf("postgres: put checkpoint %d: %w", c.Seq, mapErr(err))
+	}
+	return nil
+}
+
+// ListCheckpoints implements store.Store.
+func (s *Store) ListCheckpoints(ctx context.Context) ([]store.Checkpoint, error) {
+	rows, err := s.pool.Query(ctx, `SELECT seq, hash, at, key_id, signature FROM checkpoints ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Checkpoint
+	for rows.Next() {
+		var (
+			c  store.Checkpoint
+			at *int64
+		)
+		if err := rows.Scan(&c.Seq, &c.Hash, &at, &c.KeyID, &c.Signature); err != nil {
+			return nil, fmt.Errorf("postgres: list checkpoints: %w", err)
+		}
+		c.Time = fromMicros(at)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: list checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// ---- budgets ----
+
+func validBudget(e store.BudgetEntry, limit float64) error {
+	switch {
+	case e.Key == "":
+		return invalid("budget key is empty")
+	case e.Time.IsZero():
+		return invalid("budget entry for %q has no time", e.Key)
+	case math.IsNaN(e.Amount) || math.IsInf(e.Amount, 0):
+		return invalid("budget entry for %q: amount %v", e.Key, e.Amount)
+	case math.IsNaN(limit):
+		return invalid("budget limit for %q is NaN", e.Key)
+	}
+	return nil
+}
+
+const (
+	budgetSumSQL = `SELECT COALESCE(SUM(amount), 0) FROM budget_entries WHERE key = $1 AND at > $2`
+	budgetAddSQL = `INSERT INTO budget_entries (key, at, amount, call_id) VALUES ($1, $2, $3, $4)`
+)
+
+// ChargeBudget implements store.Store. The transaction takes an advisory
+// lock on the key (held until it ends) and then, in a separate statement
+// with a fresh snapshot, sums the window: charges to one key from every
+// replica check and charge one after another, so together they never
+// overrun the limit. The limit is compared in Go, as the SQLite backend
+// does, so that the same float arithmetic decides.
+func (s *Store) ChargeBudget(ctx context.Context, e store.BudgetEntry, since time.Time, limit float64) (float64, bool, error) {
+	if err := validBudget(e, limit); err != nil {
+		return 0, false, fmt.Errorf("postgres: charge budget: %w", err)
+	}
+	var (
+		total   float64
+		charged bool
+	)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		total, charged = 0, false
+		b := &pgx.Batch{}
+		b.Queue(lockSQL, lockKey(s.schema, "budget\x00"+e.Key))
+		b.Queue(budgetSumSQL, e.Key, since.UnixMicro())
+		br := tx.SendBatch(ctx, b)
+		_, err := br.Exec()
+		if err == nil {
+			err = br.QueryRow().Scan(&total)
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sum: %w", mapErr(err))
+		}
+		if total+e.Amount > limit {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, budgetAddSQL, e.Key, e.Time.UnixMicro(), e.Amount, e.CallID); err != nil {
+			return mapErr(err)
+		}
+		total += e.Amount
+		charged = true
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("postgres: charge budget %q: %w", e.Key, err)
+	}
+	return total, charged, nil
+}
+
+// BudgetTotals implements store.Store.
+func (s *Store) BudgetTotals(ctx context.Context, keys []string, since time.Time) (map[string]float64, error) {
+	out := make(map[string]float64, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	for _, k := range keys {
+		out[k] = 0
+	}
+	rows, err := s.pool.Query(ctx,
+		`SELECT key, SUM(amount) FROM budget_entries WHERE at > $1 AND key = ANY($2::text[]) GROUP BY key`,
+		since.UnixMicro(), keys)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: budget totals: %w", mapErr(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			k   string
+			sum float64
+		)
+		if err := rows.Scan(&k, &sum); err != nil {
+			return nil, fmt.Errorf("postgres: budget totals: %w", err)
+		}
+		out[k] = sum
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: budget totals: %w", mapErr(err))
+	}
+	return out, nil
+}
+
+// PruneBudget implements store.Store.
+func (s *Store) PruneBudget(ctx context.Context, before time.Time) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM budget_entries WHERE at <= $1`, before.UnixMicro()); err != nil {
+		return fmt.Errorf("postgres: prune budget: %w", err)
+	}
+	return nil
+}
