@@ -12,6 +12,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
+
+	"github.com/interlock-dev/interlock/internal/relay"
 )
 
 // bearer adds the agent token to every request of the MCP client.
@@ -27,7 +29,7 @@ func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (c *cli) callCmd() *cobra.Command {
-	var url, token string
+	var url, token, credentialOut, presentFile string
 	var list bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -74,8 +76,19 @@ func (c *cli) callCmd() *cobra.Command {
 				}
 				arguments = json.RawMessage(args[1])
 			}
-			res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: args[0], Arguments: arguments})
+			params := &mcp.CallToolParams{Name: args[0], Arguments: arguments}
+			if presentFile != "" {
+				b, err := os.ReadFile(presentFile)
+				if err != nil {
+					return fmt.Errorf("--present: %w", err)
+				}
+				params.Meta = mcp.Meta{relay.MetaCredential: strings.TrimSpace(string(b))}
+			}
+			res, err := session.CallTool(ctx, params)
 			if err != nil {
+				return err
+			}
+			if err := c.printReceipt(res.Meta, credentialOut); err != nil {
 				return err
 			}
 			var texts []string
@@ -101,5 +114,40 @@ func (c *cli) callCmd() *cobra.Command {
 	cmd.Flags().StringVar(&token, "token", "", "agent token (or env INTERLOCK_AGENT_TOKEN)")
 	cmd.Flags().BoolVar(&list, "list", false, "list the tools instead of calling one")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	cmd.Flags().StringVar(&credentialOut, "credential-out", "", "write the call's credential (its receipt) to this file")
+	cmd.Flags().StringVar(&presentFile, "present", "", "present the credential in this file with the call (instead of asking the policy)")
 	return cmd
+}
+
+// printReceipt tells, on stderr, how interlock decided a call (from the
+// result's _meta) and writes the credential to file when asked.
+func (c *cli) printReceipt(meta mcp.Meta, file string) error {
+	var d struct {
+		ID           string `json:"id"`
+		Effect       string `json:"effect"`
+		Rule         string `json:"rule"`
+		CredentialID string `json:"credential_id"`
+	}
+	if raw, err := json.Marshal(meta["io.interlock/decision"]); err == nil {
+		json.Unmarshal(raw, &d)
+	}
+	token, _ := meta[relay.MetaCredential].(string)
+	if d.ID != "" {
+		line := fmt.Sprintf("interlock: %s by rule %q (decision %s)", d.Effect, d.Rule, d.ID)
+		if d.CredentialID != "" {
+			line += fmt.Sprintf("; credential %s", d.CredentialID)
+		}
+		fmt.Fprintln(c.stderr, line)
+	}
+	if file == "" {
+		return nil
+	}
+	if token == "" {
+		return errors.New("--credential-out: the result carries no credential (the call was not allowed, or did not go through interlock)")
+	}
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("--credential-out: %w", err)
+	}
+	fmt.Fprintf(c.stderr, "interlock: credential written to %s\n", file)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/store"
+	"github.com/interlock-dev/interlock/verify"
 )
 
 const (
@@ -56,12 +58,25 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 		return err
 	}
 
-	// The demo upstream, in process, on a loopback port of its own.
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s (is another interlock running? try --listen 127.0.0.1:0): %w", listen, err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+
+	// The demo upstream, in process, on a loopback port of its own. It
+	// checks every call's credential itself with the verify package, as a
+	// tool owner would: defence in depth.
 	acmeLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	acmeSrv := acme.NewServer(acme.Options{})
+	verifier, err := verify.New(verify.Options{Issuer: "http://" + addr})
+	if err != nil {
+		return err
+	}
+	acmeSrv := acme.NewServer(acme.Options{Verifier: verifier, Logger: slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("component", "acme")})
 	acmeHTTP := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return acmeSrv }, nil),
 		ReadHeaderTimeout: 10 * time.Second}
 	go acmeHTTP.Serve(acmeLn)
@@ -76,6 +91,7 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 	}
 	cfgText := fmt.Sprintf(`# Written by "interlock demo"; rewritten at every demo start.
 listen: %s
+public_url: http://%[1]s
 storage:
   driver: sqlite
   dsn: interlock.db
@@ -84,7 +100,7 @@ policy:
 upstreams:
   - name: acme
     url: http://%s/mcp
-`, listen, acmeLn.Addr())
+`, addr, acmeLn.Addr())
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -102,11 +118,6 @@ upstreams:
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s (is another interlock running? try --listen 127.0.0.1:0): %w", cfg.Listen, err)
-	}
-	addr := ln.Addr().String()
 	c.printDemo(addr, token, cfgPath)
 	if ready != nil {
 		ready(addr, token)
@@ -169,10 +180,15 @@ Paste into an MCP client (Streamable HTTP):
 Every tool call is decided by the demo policy (%[7]s):
 orders under $400 go through, up to $5,000 need the owner's approval and above that a
 finance manager's; production servers need approval; customer records only with an open
-support ticket; a daily spend budget of $2,000 per agent. Try three calls:
+support ticket; a daily spend budget of $2,000 per agent. Every call interlock lets
+through carries a short-lived signed credential for exactly that action, and acme
+refuses any call without one. Try three calls:
 
-  allowed (a $125 order):
-  %[5]s call --url %[1]s/mcp/acme --token %[4]s place_order '{"item":"USB-C cables","quantity":10,"unit_price_usd":12.5}'
+  allowed (a $125 order); its credential comes back as the receipt and is saved:
+  %[5]s call --url %[1]s/mcp/acme --token %[4]s --credential-out %[8]s place_order '{"item":"USB-C cables","quantity":10,"unit_price_usd":12.5}'
+
+  then check that credential (signature, validity, revocation, and the call it is for):
+  %[5]s credentials verify --config %[6]s --file %[8]s --call '{"upstream":"acme","tool":"place_order","arguments":{"item":"USB-C cables","quantity":10,"unit_price_usd":12.5}}'
 
   denied (CUST-004 has no open support ticket):
   %[5]s call --url %[1]s/mcp/acme --token %[4]s get_customer_record '{"customer_id":"CUST-004"}'
@@ -190,5 +206,6 @@ Why a call is decided as it is, without making it:
 Other commands against this demo's store take --config %[6]s
   (for example: %[5]s tools list --config %[6]s)
 
-`, base, demoAgent, demoOwner, token, self, cfgPath, filepath.Join(filepath.Dir(cfgPath), "policy.yaml"))
+`, base, demoAgent, demoOwner, token, self, cfgPath, filepath.Join(filepath.Dir(cfgPath), "policy.yaml"),
+		filepath.Join(filepath.Dir(cfgPath), "receipt.jwt"))
 }

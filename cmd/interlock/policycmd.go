@@ -256,7 +256,16 @@ func (c *cli) policyExplainCmd() *cobra.Command {
 			}
 			defer cat.Close()
 			p := store.Principal{Agent: ag, Owner: owner}
-			d, err := explainDecision(ctx, pol, cat, st, &p, upstream, name, callArgs, !noLookups)
+			var creds gate.Credentials
+			if !noLookups {
+				// Lookups go with credentials, as the gate sends them.
+				iss, err := app.OpenIssuer(ctx, cfg, st, c.logger(cfg), time.Now, nil)
+				if err != nil {
+					return err
+				}
+				creds = iss
+			}
+			d, err := explainDecision(ctx, pol, cat, creds, st, &p, upstream, name, callArgs, !noLookups)
 			if err != nil {
 				return err
 			}
@@ -279,10 +288,15 @@ func (c *cli) policyExplainCmd() *cobra.Command {
 }
 
 // catalogLookup runs policy lookups through the catalog, uncached (the
-// gate's cache is for the running gateway).
-func catalogLookup(cat *catalog.Catalog) policy.LookupFunc {
+// gate's cache is for the running gateway), each with a credential from
+// creds (when not nil) for the agent, as the gate sends them.
+func catalogLookup(cat *catalog.Catalog, creds gate.Credentials, agentID, ownerEmail string) policy.LookupFunc {
 	return func(ctx context.Context, l policy.LookupCall) (any, error) {
-		res, isErr, err := cat.CallTool(ctx, l.Upstream, l.Tool, l.Arguments)
+		meta, err := gate.LookupCredential(ctx, creds, agentID, ownerEmail, "", l)
+		if err != nil {
+			return nil, err
+		}
+		res, isErr, err := cat.CallTool(ctx, l.Upstream, l.Tool, l.Arguments, meta)
 		if err == nil && isErr {
 			err = fmt.Errorf("%s.%s answered with an error", l.Upstream, l.Tool)
 		}
@@ -291,7 +305,7 @@ func catalogLookup(cat *catalog.Catalog) policy.LookupFunc {
 }
 
 // explainDecision decides like the gate, reading budgets but charging none.
-func explainDecision(ctx context.Context, pol *policy.Policy, cat *catalog.Catalog, st store.Store, p *store.Principal,
+func explainDecision(ctx context.Context, pol *policy.Policy, cat *catalog.Catalog, creds gate.Credentials, st store.Store, p *store.Principal,
 	upstream, name string, args map[string]any, lookups bool) (policy.Decision, error) {
 	tool, known := cat.Lookup(upstream, name)
 	if !known {
@@ -309,7 +323,7 @@ func explainDecision(ctx context.Context, pol *policy.Policy, cat *catalog.Catal
 		Ctx:       ctx,
 	}
 	if lookups {
-		in.Lookup = catalogLookup(cat)
+		in.Lookup = catalogLookup(cat, creds, p.Agent.ID, p.Owner.Email)
 	}
 	for _, r := range pol.BudgetRefs(in) {
 		totals, err := st.BudgetTotals(ctx, []string{r.Key}, now.Add(-r.Window))
@@ -362,7 +376,11 @@ rules that need them deny.`,
 			wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			cat.Wait(wctx)
 			cancel()
-			return c.replay(ctx, st, cat, pol, sinceT, showAll)
+			iss, err := app.OpenIssuer(ctx, cfg, st, log, time.Now, nil)
+			if err != nil {
+				return err
+			}
+			return c.replay(ctx, st, cat, iss, pol, sinceT, showAll)
 		},
 	}
 	cmd.Flags().StringVar(&newPolicy, "policy", "", "the policy to replay with (required)")
@@ -414,7 +432,7 @@ func str(m map[string]any, k string) string {
 	return s
 }
 
-func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, pol *policy.Policy, since time.Time, showAll bool) error {
+func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, creds gate.Credentials, pol *policy.Policy, since time.Time, showAll bool) error {
 	head, err := st.AuditHead(ctx)
 	if err != nil {
 		return err
@@ -460,7 +478,7 @@ func (c *cli) replay(ctx context.Context, st store.Store, cat *catalog.Catalog, 
 				Context:   policy.Context{Time: r.Time, ClientIP: r.ClientIP, Session: r.Session, Intent: r.Intent},
 				Budgets:   map[string]float64{},
 				Ctx:       ctx,
-				Lookup:    catalogLookup(cat),
+				Lookup:    catalogLookup(cat, creds, str(r.Agent, "id"), r.Owner.Email),
 			}
 			for k, v := range r.Budgets {
 				in.Budgets[k] = v

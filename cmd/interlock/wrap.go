@@ -104,7 +104,8 @@ The token may come from INTERLOCK_AGENT_TOKEN instead of --token.`,
 					catCfg.Upstreams = append(catCfg.Upstreams, u)
 				}
 			}
-			dp, err := app.NewDecisionPath(ctx, cfg, st, app.NewCatalog(&catCfg, log, time.Now, up), log, time.Now)
+			dp, err := app.NewDecisionPath(ctx, app.DecisionOptions{Config: cfg, Store: st,
+				Catalog: app.NewCatalog(&catCfg, log, time.Now, up), Logger: log, Now: time.Now})
 			if err != nil {
 				return err
 			}

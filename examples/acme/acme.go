@@ -11,7 +11,8 @@
 //
 // The package must not write to stdout (a stdio server owns it) and must not
 // reach the network: it is a closed world, as its openWorldHint annotations
-// say.
+// say. The one exception is verification mode (Options.Verifier), where the
+// caller's verify.Verifier fetches interlock's JWKS and status lists.
 package acme
 
 import (
@@ -28,6 +29,8 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/interlock-dev/interlock/verify"
 )
 
 // Limits the tools enforce as business rules.
@@ -51,8 +54,19 @@ type Options struct {
 	// Now returns the current time; it stamps orders, servers and refunds.
 	// Default time.Now.
 	Now func() time.Time
-	// Logger receives one record per tool call. Default: discard.
+	// Logger receives one record per tool call (and, with a Verifier, one
+	// per refused call). Default: discard.
 	Logger *slog.Logger
+	// Verifier, when set, turns on verification mode: every tools/call
+	// must carry an interlock credential in
+	// params._meta["io.interlock/credential"] that verifies and names
+	// exactly that call, or the tool does not run (see verify.go). Nil
+	// (the default) accepts every call.
+	Verifier *verify.Verifier
+	// Upstream is the name interlock knows this server by, which a
+	// credential's action must name. Default "acme". Used only with a
+	// Verifier.
+	Upstream string
 }
 
 // NewServer returns an MCP server named "acme" with its seven tools
@@ -75,6 +89,12 @@ func NewServer(opts Options) *mcp.Server {
 		Logger: opts.Logger,
 	})
 	st.register(s)
+	if opts.Verifier != nil {
+		if opts.Upstream == "" {
+			opts.Upstream = DefaultUpstream
+		}
+		s.AddReceivingMiddleware(verifyCalls(opts.Verifier, opts.Upstream, opts.Logger))
+	}
 	return s
 }
 

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,11 +20,13 @@ import (
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/credential"
 	"github.com/interlock-dev/interlock/internal/gate"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
 	"github.com/interlock-dev/interlock/internal/server"
 	"github.com/interlock-dev/interlock/internal/store"
+	"github.com/interlock-dev/interlock/internal/store/postgres"
 	"github.com/interlock-dev/interlock/internal/store/sqlite"
 	"github.com/interlock-dev/interlock/internal/telemetry"
 )
@@ -32,6 +35,9 @@ import (
 var drivers = map[string]func(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error){
 	"sqlite": func(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error) {
 		return sqlite.Open(ctx, sqlite.Options{Path: cfg.DSN, Logger: log})
+	},
+	"postgres": func(ctx context.Context, cfg config.Storage, log *slog.Logger) (store.Store, error) {
+		return postgres.Open(ctx, postgres.Options{DSN: cfg.DSN, Schema: cfg.Schema, MaxConns: cfg.MaxConns, Logger: log})
 	},
 }
 
@@ -55,6 +61,8 @@ type Options struct {
 	// Store, if set, is used instead of opening cfg.Storage (the App then
 	// does not close it).
 	Store store.Store
+	// Getenv reads INTERLOCK_KEK; nil means os.LookupEnv.
+	Getenv func(string) (string, bool)
 }
 
 // App is one gateway process.
@@ -66,6 +74,7 @@ type App struct {
 	Catalog  *catalog.Catalog
 	Audit    *audit.Log
 	Gate     *gate.Gate
+	Issuer   *credential.Issuer
 	Relay    *relay.Relay
 	Metrics  *telemetry.Metrics
 	Handler  http.Handler
@@ -112,11 +121,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	for _, u := range cfg.Upstreams {
 		ups = append(ups, RelayUpstream(u))
 	}
-	d, err := NewDecisionPath(ctx, cfg, a.Store, NewCatalog(cfg, opts.Logger, opts.Now), opts.Logger, opts.Now)
+	d, err := NewDecisionPath(ctx, DecisionOptions{Config: cfg, Store: a.Store, Catalog: NewCatalog(cfg, opts.Logger, opts.Now),
+		Logger: opts.Logger, Now: opts.Now, Getenv: opts.Getenv})
 	if err != nil {
 		return nil, err
 	}
-	a.Policy, a.Catalog, a.Audit, a.Gate, a.stop = d.Policy, d.Catalog, d.Audit, d.Gate, d.stop
+	a.Policy, a.Catalog, a.Audit, a.Gate, a.Issuer, a.stop = d.Policy, d.Catalog, d.Audit, d.Gate, d.Issuer, d.stop
 	a.Relay, err = relay.New(relay.Options{
 		Upstreams: ups,
 		Auth:      a.Registry,
@@ -139,6 +149,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	a.Handler = server.New(server.Options{
 		AllowedHosts: cfg.AllowedHosts,
 		MCP:          a.Relay.Handler(),
+		Credentials:  a.Issuer,
 		Metrics:      a.Metrics.Handler(),
 		Ready:        a.Store.Ping,
 		Logger:       opts.Logger,
@@ -148,20 +159,45 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 }
 
 // DecisionPath is everything that decides a gated call: the policy in
-// force, the tool catalog, the audit log and the gate over them. The HTTP
-// gateway and "interlock wrap" build the same one.
+// force, the tool catalog, the audit log, the credential issuer and the
+// gate over them. The HTTP gateway and "interlock wrap" build the same one.
 type DecisionPath struct {
 	Policy  *PolicySource
 	Catalog *catalog.Catalog
 	Audit   *audit.Log
+	Issuer  *credential.Issuer
 	Gate    *gate.Gate
 	stop    context.CancelFunc
 }
 
-// NewDecisionPath loads the policy, opens the audit log on st, starts cat
-// (its discovery runs in the background) and builds the gate.
-func NewDecisionPath(ctx context.Context, cfg *config.Config, st store.Store, cat *catalog.Catalog, log *slog.Logger, now func() time.Time) (*DecisionPath, error) {
+// DecisionOptions configure NewDecisionPath. Config, Store and Catalog are
+// required.
+type DecisionOptions struct {
+	Config  *config.Config
+	Store   store.Store
+	Catalog *catalog.Catalog
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// Getenv reads INTERLOCK_KEK; nil means os.LookupEnv.
+	Getenv func(string) (string, bool)
+}
+
+// NewDecisionPath loads the policy, opens the audit log and the credential
+// issuer on the store, starts the catalog (its discovery runs in the
+// background) and builds the gate.
+func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, error) {
+	cfg, st, log, now := o.Config, o.Store, o.Logger, o.Now
+	if log == nil {
+		log = slog.Default()
+	}
+	if now == nil {
+		now = time.Now
+	}
 	pol, err := NewPolicySource(cfg.Policy.File, log)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := OpenIssuer(ctx, cfg, st, log, now, o.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -170,15 +206,52 @@ func NewDecisionPath(ctx context.Context, cfg *config.Config, st store.Store, ca
 	if err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	g, err := gate.New(gate.Options{Policy: pol.Current, Catalog: cat, Audit: al,
+	g, err := gate.New(gate.Options{Policy: pol.Current, Catalog: o.Catalog, Audit: al, Credentials: iss,
 		Budgets: st, Redact: cfg.Audit.Redact, Logger: log, Now: now})
 	if err != nil {
 		al.Close()
 		return nil, err
 	}
 	bg, stop := context.WithCancel(context.Background())
-	cat.Start(bg)
-	return &DecisionPath{Policy: pol, Catalog: cat, Audit: al, Gate: g, stop: stop}, nil
+	o.Catalog.Start(bg)
+	return &DecisionPath{Policy: pol, Catalog: o.Catalog, Audit: al, Issuer: iss, Gate: g, stop: stop}, nil
+}
+
+// OpenIssuer opens the credential issuer on st with the key-encryption key
+// from INTERLOCK_KEK (read through getenv; nil means os.LookupEnv) or
+// cfg.Credentials.KEKFile. When neither exists and the store holds no
+// signing key yet, it creates the key file (a first start); when the store
+// has keys and the key is missing, it refuses to start.
+func OpenIssuer(ctx context.Context, cfg *config.Config, st store.Store, log *slog.Logger, now func() time.Time, getenv func(string) (string, bool)) (*credential.Issuer, error) {
+	if getenv == nil {
+		getenv = os.LookupEnv
+	}
+	file := cfg.Credentials.KEKFile
+	kek, err := credential.LoadKEK(getenv, file)
+	if err != nil && errors.Is(err, fs.ErrNotExist) {
+		keys, lerr := st.ListSigningKeys(ctx)
+		if lerr != nil {
+			return nil, fmt.Errorf("reading the credential signing keys: %w", lerr)
+		}
+		if len(keys) > 0 {
+			return nil, fmt.Errorf("the store holds %d credential signing key(s) sealed with a key-encryption key, but neither %s is set nor the key file %s exists: restore the key file or set %s (every replica needs the same key)",
+				len(keys), credential.KEKEnv, file, credential.KEKEnv)
+		}
+		if werr := credential.WriteKEKFile(file); werr != nil {
+			return nil, werr
+		}
+		log.Warn("created a new key-encryption key for the credential signing keys; keep a copy of it (in production set INTERLOCK_KEK instead)", "file", file)
+		kek, err = credential.LoadKEK(getenv, file)
+	}
+	if err != nil {
+		return nil, err
+	}
+	iss, err := credential.New(ctx, credential.Options{Store: st, KEK: kek, Issuer: cfg.PublicURL,
+		Alg: cfg.Credentials.Algorithm, Now: now, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("opening the credential issuer: %w", err)
+	}
+	return iss, nil
 }
 
 // Close stops discovery and closes the catalog and the audit log.
@@ -213,7 +286,8 @@ func RelayUpstream(u config.Upstream) relay.Upstream {
 		env = append(env, k+"="+v)
 	}
 	return relay.Upstream{Name: u.Name, URL: u.URL, Headers: h, Command: u.Command, Env: env,
-		Dir: u.Dir, Shared: u.Shared, Prefix: u.Prefix, Timeout: time.Duration(u.Timeout)}
+		Dir: u.Dir, Shared: u.Shared, Prefix: u.Prefix, Timeout: time.Duration(u.Timeout),
+		CredentialAsBearer: u.CredentialAsBearer}
 }
 
 // Serve serves on ln until ctx ends, then shuts down gracefully. Values on

@@ -267,11 +267,12 @@ func (c *Catalog) Status() []UpstreamStatus {
 // CallTool calls tool name on upstream with args, for policy lookups, and
 // returns the result as a JSON object: its structuredContent if it has
 // one, else its first text content if that parses as a JSON object, else
-// {"text": <first text content>} ({} without any text). isError is the
-// result's isError. err is a protocol or connection failure; a failure of
+// {"text": <first text content>} ({} without any text). meta, when not
+// nil, is sent as the request's _meta (the lookup's credential). isError
+// is the result's isError. err is a protocol or connection failure; a failure of
 // the session (not a JSON-RPC error from the server) reconnects once and
 // calls again, so lookups must be safe to repeat.
-func (c *Catalog) CallTool(ctx context.Context, upstream, name string, args map[string]any) (result map[string]any, isError bool, err error) {
+func (c *Catalog) CallTool(ctx context.Context, upstream, name string, args, meta map[string]any) (result map[string]any, isError bool, err error) {
 	u, err := c.upstream(upstream)
 	if err != nil {
 		return nil, false, err
@@ -281,7 +282,7 @@ func (c *Catalog) CallTool(ctx context.Context, upstream, name string, args map[
 		return nil, false, err
 	}
 	defer done()
-	return u.callTool(ctx, name, args)
+	return u.callTool(ctx, name, args, meta)
 }
 
 // Close stops discovery, ends every session and reaps every stdio child.

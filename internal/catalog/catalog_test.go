@@ -184,7 +184,7 @@ func TestCallTool(t *testing.T) {
 	c, _ := newCatalog(t, UpstreamSpec{Name: "acme", URL: serveHTTP(t, acme.NewServer(acme.Options{}), nil)})
 	ctx := t.Context()
 
-	res, isErr, err := c.CallTool(ctx, "acme", "list_open_tickets", map[string]any{"customer_id": "CUST-001"})
+	res, isErr, err := c.CallTool(ctx, "acme", "list_open_tickets", map[string]any{"customer_id": "CUST-001"}, nil)
 	if err != nil || isErr {
 		t.Fatalf("list_open_tickets: %v, isError %v, %v", err, isErr, res)
 	}
@@ -211,16 +211,16 @@ func TestCallTool(t *testing.T) {
 		{"echo", map[string]any{"text": `[1, 2]`}, map[string]any{"text": "[1, 2]"}, false},
 		{"list_open_tickets", map[string]any{"customer_id": "CUST-999"}, map[string]any{"text": `no customer with id "CUST-999"`}, true},
 	} {
-		got, isErr, err := c.CallTool(ctx, "acme", tc.name, tc.args)
+		got, isErr, err := c.CallTool(ctx, "acme", tc.name, tc.args, nil)
 		if err != nil || isErr != tc.isError || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s(%v) = %#v, isError %v, %v; want %#v, isError %v", tc.name, tc.args, got, isErr, err, tc.want, tc.isError)
 		}
 	}
 
-	if _, _, err := c.CallTool(ctx, "acme", "no_such_tool", nil); err == nil {
+	if _, _, err := c.CallTool(ctx, "acme", "no_such_tool", nil, nil); err == nil {
 		t.Error("calling an unknown tool: no error")
 	}
-	if _, _, err := c.CallTool(ctx, "nobody", "echo", nil); !errors.Is(err, ErrUnknownUpstream) {
+	if _, _, err := c.CallTool(ctx, "nobody", "echo", nil, nil); !errors.Is(err, ErrUnknownUpstream) {
 		t.Errorf("unknown upstream: %v, want ErrUnknownUpstream", err)
 	}
 }
@@ -370,10 +370,10 @@ func TestUpstreamDown(t *testing.T) {
 	if got, want := names(c.Tools()), prefixed("acme", acmeToolNames); !reflect.DeepEqual(got, want) {
 		t.Errorf("Tools() = %v, want acme's", got)
 	}
-	if _, isErr, err := c.CallTool(t.Context(), "acme", "echo", map[string]any{"text": "x"}); err != nil || isErr {
+	if _, isErr, err := c.CallTool(t.Context(), "acme", "echo", map[string]any{"text": "x"}, nil); err != nil || isErr {
 		t.Errorf("acme echo with others down: %v %v", err, isErr)
 	}
-	if _, _, err := c.CallTool(t.Context(), "down", "echo", nil); err == nil {
+	if _, _, err := c.CallTool(t.Context(), "down", "echo", nil, nil); err == nil {
 		t.Error("calling a tool of a down upstream: no error")
 	}
 	for _, st := range c.Status() {
@@ -418,7 +418,7 @@ func TestReconnect(t *testing.T) {
 
 	h2 := newHandler()
 	current.Store(&h2)
-	res, isErr, err := c.CallTool(t.Context(), "acme", "echo", map[string]any{"text": "again"})
+	res, isErr, err := c.CallTool(t.Context(), "acme", "echo", map[string]any{"text": "again"}, nil)
 	if err != nil || isErr || res["text"] != "again" {
 		t.Fatalf("echo after the server restarted: %v, %v, %v", res, isErr, err)
 	}
@@ -454,7 +454,7 @@ func TestStdio(t *testing.T) {
 	if tool.Hint.Action != ActionSpend {
 		t.Errorf("place_order hint %+v", tool.Hint)
 	}
-	res, isErr, err := c.CallTool(t.Context(), "acme", "list_open_tickets", map[string]any{"customer_id": "CUST-002"})
+	res, isErr, err := c.CallTool(t.Context(), "acme", "list_open_tickets", map[string]any{"customer_id": "CUST-002"}, nil)
 	if err != nil || isErr {
 		t.Fatalf("list_open_tickets: %v %v", err, isErr)
 	}
@@ -487,7 +487,7 @@ func TestStdio(t *testing.T) {
 	if got := len(c.Tools()); got != 7 {
 		t.Errorf("%d tools after the restart, want 7", got)
 	}
-	if _, isErr, err := c.CallTool(t.Context(), "acme", "echo", map[string]any{"text": "x"}); err != nil || isErr {
+	if _, isErr, err := c.CallTool(t.Context(), "acme", "echo", map[string]any{"text": "x"}, nil); err != nil || isErr {
 		t.Errorf("echo on the new child: %v %v", err, isErr)
 	}
 
@@ -499,7 +499,7 @@ func TestStdio(t *testing.T) {
 	if alive(pid) {
 		t.Errorf("child %d still exists after Close", pid)
 	}
-	if _, _, err := c.CallTool(t.Context(), "acme", "echo", nil); !errors.Is(err, ErrClosed) {
+	if _, _, err := c.CallTool(t.Context(), "acme", "echo", nil, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("CallTool after Close: %v, want ErrClosed", err)
 	}
 	if err := c.Close(); err != nil {

@@ -263,13 +263,13 @@ func (u *upstream) status() UpstreamStatus {
 }
 
 // callTool calls one tool for a lookup; see Catalog.CallTool.
-func (u *upstream) callTool(ctx context.Context, name string, args map[string]any) (map[string]any, bool, error) {
+func (u *upstream) callTool(ctx context.Context, name string, args, meta map[string]any) (map[string]any, bool, error) {
 	if args == nil {
 		args = map[string]any{} // a nil map would be sent as null
 	}
 	var res *mcp.CallToolResult
 	err := u.withSession(ctx, func(cs *mcp.ClientSession) error {
-		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args, Meta: meta})
 		res = r
 		return err
 	})

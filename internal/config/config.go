@@ -25,13 +25,14 @@ type Config struct {
 	// on every request, and the hosts accepted in the Origin header. An
 	// entry without a port matches any port. Default: localhost, 127.0.0.1
 	// and [::1], plus the host of PublicURL.
-	AllowedHosts []string   `yaml:"allowed_hosts"`
-	Storage      Storage    `yaml:"storage"`
-	Upstreams    []Upstream `yaml:"upstreams"`
-	Relay        Relay      `yaml:"relay"`
-	Policy       Policy     `yaml:"policy"`
-	Audit        Audit      `yaml:"audit"`
-	Log          Log        `yaml:"log"`
+	AllowedHosts []string    `yaml:"allowed_hosts"`
+	Storage      Storage     `yaml:"storage"`
+	Upstreams    []Upstream  `yaml:"upstreams"`
+	Relay        Relay       `yaml:"relay"`
+	Policy       Policy      `yaml:"policy"`
+	Audit        Audit       `yaml:"audit"`
+	Credentials  Credentials `yaml:"credentials"`
+	Log          Log         `yaml:"log"`
 
 	// src remembers where the values came from (file name, line of every
 	// key, raw text of values that used ${VAR}) so that Validate can point
@@ -42,11 +43,19 @@ type Config struct {
 
 // Storage selects the store backend.
 type Storage struct {
-	// Driver is "sqlite" (default). "postgres" arrives later.
+	// Driver is "sqlite" (default) or "postgres".
 	Driver string `yaml:"driver"`
 	// DSN is the data source. For sqlite a file path (default
-	// "interlock.db" next to the config file).
+	// "interlock.db" next to the config file); for postgres a URL or
+	// key=value connection string (required), e.g.
+	// postgres://interlock:${PGPASSWORD}@db:5432/interlock?sslmode=verify-full.
 	DSN string `yaml:"dsn"`
+	// Schema (postgres): the schema interlock keeps its tables in, created
+	// if missing. Default: the connection's search_path (usually public).
+	Schema string `yaml:"schema"`
+	// MaxConns (postgres): the most connections each replica opens.
+	// Default: the larger of 4 and the number of CPUs.
+	MaxConns int32 `yaml:"max_conns"`
 }
 
 // Upstream is one MCP server interlock fronts: either URL (Streamable HTTP)
@@ -74,6 +83,11 @@ type Upstream struct {
 	// Timeout bounds one request to this upstream (default 5m; 0 keeps the
 	// default).
 	Timeout Duration `yaml:"timeout"`
+	// CredentialAsBearer also sends each call's action credential as
+	// "Authorization: Bearer" (for tool servers that read it there). Not
+	// allowed together with an Authorization header in Headers: a
+	// brokered secret is never replaced.
+	CredentialAsBearer bool `yaml:"credential_as_bearer"`
 }
 
 // Relay tunes the MCP relay.
@@ -105,6 +119,19 @@ type Audit struct {
 	Redact []string `yaml:"redact"`
 	// CheckpointInterval is how often the chain head is signed. Default 1m.
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+}
+
+// Credentials configures the action credentials interlock signs for every
+// call it forwards (docs/credentials.md).
+type Credentials struct {
+	// KEKFile holds the key-encryption key that seals the signing keys in
+	// the store (base64 of 32 bytes), relative to the config file. The
+	// environment variable INTERLOCK_KEK, when set, is used instead.
+	// Default "interlock.kek"; created (mode 0600) when neither exists and
+	// the store holds no signing key yet.
+	KEKFile string `yaml:"kek_file"`
+	// Algorithm of new signing keys: EdDSA (Ed25519, default) or ES256.
+	Algorithm string `yaml:"algorithm"`
 }
 
 // Log configures log/slog output.

@@ -269,7 +269,7 @@ log:
 				{1, `unknown key "listn" (did you mean "listen"?)`},
 				{3, `storage: unknown key "drivr" (did you mean "driver"?)`},
 				{7, `upstreams[0]: unknown key "header" (did you mean "headers"?)`},
-				{8, `upstreams[0]: unknown key "cmd" (known keys: name, url, headers, command, env, dir, shared, prefix, timeout)`},
+				{8, `upstreams[0]: unknown key "cmd" (known keys: name, url, headers, command, env, dir, shared, prefix, timeout, credential_as_bearer)`},
 				{10, `log: unknown key "levle" (did you mean "level"?)`},
 				{11, `log: unknown key "colour" (known keys: level, format)`},
 			},
@@ -430,8 +430,15 @@ func TestValidateProblems(t *testing.T) {
 		{"allowed_hosts second entry bad", "allowed_hosts:\n  - localhost\n  - 'a/b'\n", []want{{3, "allowed_hosts[1]:"}}},
 
 		// storage
-		{"postgres", "storage:\n  driver: postgres\n  dsn: postgres://x\n", []want{{2, `storage.driver: "postgres" is not available yet in this build; use "sqlite"`}}},
-		{"unknown driver", "storage:\n  driver: mysql\n", []want{{2, `storage.driver: unknown driver "mysql" (want "sqlite")`}}},
+		{"postgres without dsn", "storage:\n  driver: postgres\n", []want{{1, `storage.dsn: is required for postgres`}}},
+		{"postgres bad schema", "storage:\n  driver: postgres\n  dsn: postgres://x\n  schema: a-b\n", []want{{4, `storage.schema: "a-b" must be a plain identifier`}}},
+		{"postgres negative max_conns", "storage:\n  driver: postgres\n  dsn: postgres://x\n  max_conns: -1\n", []want{{4, `storage.max_conns: must not be negative`}}},
+		{"max_conns too large", "storage:\n  driver: postgres\n  dsn: postgres://x\n  max_conns: 3000000000\n", []want{{4, `storage.max_conns: "3000000000" is not an integer`}}},
+		{"schema on sqlite", "storage:\n  schema: x\n", []want{{1, `storage: schema and max_conns apply only to the postgres driver`}}},
+		{"unknown driver", "storage:\n  driver: mysql\n", []want{{2, `storage.driver: unknown driver "mysql" (want "sqlite" or "postgres")`}}},
+		{"bearer with brokered authorization", "upstreams:\n  - name: a\n    url: http://x/mcp\n    headers: {Authorization: Bearer k}\n    credential_as_bearer: true\n", []want{{5, `upstreams[0].credential_as_bearer: cannot be used with an Authorization header`}}},
+		{"bearer on stdio", "upstreams:\n  - name: a\n    command: [x]\n    credential_as_bearer: true\n", []want{{4, `upstreams[0].credential_as_bearer: applies only to url`}}},
+		{"credential algorithm", "credentials:\n  algorithm: RS256\n", []want{{2, `credentials.algorithm: "RS256" is not one of EdDSA, ES256`}}},
 
 		// upstreams
 		{"no upstreams is fine", "upstreams: []\n", nil},
@@ -520,7 +527,7 @@ log: {level: loud, format: xml, extra: 1}
 		{1, "listen:"},
 		{2, "public_url:"},
 		{3, "allowed_hosts[0]:"},
-		{4, `storage.driver: "postgres" is not available yet`},
+		{4, `storage.dsn: is required for postgres`},
 		{6, "upstreams[0].name:"},
 		{6, "upstreams[0]: has both url and command"},
 		{10, "upstreams[1].url:"},
@@ -698,6 +705,7 @@ func TestValidateDirect(t *testing.T) {
 		{0, "storage.driver: is required"},
 		{0, "relay.max_message_bytes: must be a positive number of bytes"},
 		{0, "relay.session_idle_timeout: must be positive"},
+		{0, "credentials.algorithm: \"\" is not one of EdDSA, ES256"},
 		{0, `log.level: "" is not one of`},
 		{0, `log.format: "" is not one of`},
 	})

@@ -234,14 +234,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		default:
 			d.fail(n.Line, path, d.show(path, s)+" is not a boolean (want true or false)")
 		}
-	case reflect.Int, reflect.Int64:
+	case reflect.Int, reflect.Int64, reflect.Int32:
 		s, ok := d.scalar(n, path, "an integer")
 		if !ok {
 			return
 		}
-		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
+		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, v.Type().Bits())
 		if err != nil {
-			d.fail(n.Line, path, d.show(path, s)+" is not an integer")
+			d.fail(n.Line, path, d.show(path, s)+" is not an integer"+fmt.Sprintf(" (from %d to %d)", int64(-1)<<(v.Type().Bits()-1), int64(1)<<(v.Type().Bits()-1)-1))
 			return
 		}
 		v.SetInt(i)

@@ -32,11 +32,18 @@ listen: 127.0.0.1:8470
 #   - interlock.example.com
 
 storage:
-  # Store backend. Only "sqlite" is available in this build. Default: sqlite.
+  # Store backend: sqlite (one gateway process) or postgres (several
+  # replicas on one database; docs/deployment.md). Default: sqlite.
   driver: sqlite
-  # Data source: for sqlite a file path, relative to this file's directory.
-  # Default: interlock.db
+  # Data source: for sqlite a file path, relative to this file's directory
+  # (default: interlock.db); for postgres a URL such as
+  # postgres://interlock:${PGPASSWORD}@db.internal:5432/interlock?sslmode=verify-full
   dsn: interlock.db
+  # postgres only: the schema to keep interlock's tables in (created if
+  # missing; default: the connection's search_path), and the most
+  # connections each replica opens (default: max(4, CPUs)).
+  # schema: interlock
+  # max_conns: 8
 
 # MCP servers interlock fronts. Each has a name (1-32 of a-z A-Z 0-9 _ -),
 # served at /mcp/<name>, and either a url (Streamable HTTP) or a command
@@ -53,6 +60,11 @@ upstreams: []
 #    prefix: acme_
 #    # Bound on one request to this upstream. Default: 5m.
 #    timeout: 5m
+#    # Interlock sends every forwarded call's action credential in the
+#    # Interlock-Credential header and in params._meta. true: also as
+#    # "Authorization: Bearer" (not allowed with an Authorization header
+#    # above). Default: false.
+#    credential_as_bearer: false
 #
 #  # A stdio upstream: interlock starts the command and speaks MCP over its
 #  # stdin and stdout.
@@ -89,6 +101,19 @@ audit:
   redact: [password, token, secret, api_key, card_number]
   # How often the head of the audit chain is signed (a checkpoint). Default: 1m.
   checkpoint_interval: 1m
+
+credentials:
+  # Every call interlock forwards carries a short-lived signed credential
+  # (docs/credentials.md). Its signing keys are kept in the store, sealed
+  # with this key-encryption key: a file holding 32 random bytes in base64,
+  # relative to this file. The environment variable INTERLOCK_KEK, when set,
+  # is used instead (recommended in production; every replica needs the
+  # same key). Created when missing and the store has no signing key yet.
+  # Keep a copy: without it the signing keys cannot be opened.
+  kek_file: interlock.kek
+  # Signature algorithm of new signing keys: EdDSA (Ed25519) or ES256.
+  # Default: EdDSA.
+  algorithm: EdDSA
 
 log:
   # debug, info, warn or error. Default: info.

@@ -15,14 +15,16 @@ import (
 
 // Defaults.
 const (
-	DefaultListen             = "127.0.0.1:8470"
-	DefaultStorageDriver      = "sqlite"
-	DefaultSQLiteDSN          = "interlock.db"
-	DefaultUpstreamTimeout    = 5 * time.Minute
-	DefaultMaxMessageBytes    = 4 << 20
-	DefaultSessionIdleTimeout = 30 * time.Minute
-	DefaultLogLevel           = "info"
-	DefaultLogFormat          = "text"
+	DefaultListen              = "127.0.0.1:8470"
+	DefaultStorageDriver       = "sqlite"
+	DefaultSQLiteDSN           = "interlock.db"
+	DefaultUpstreamTimeout     = 5 * time.Minute
+	DefaultMaxMessageBytes     = 4 << 20
+	DefaultSessionIdleTimeout  = 30 * time.Minute
+	DefaultKEKFile             = "interlock.kek"
+	DefaultCredentialAlgorithm = "EdDSA"
+	DefaultLogLevel            = "info"
+	DefaultLogFormat           = "text"
 )
 
 // applyDefaults fills every unset value. configDir (absolute) is the
@@ -99,6 +101,15 @@ func (c *Config) applyDefaults(configDir string) {
 	}
 	if c.Audit.CheckpointInterval == 0 {
 		c.Audit.CheckpointInterval = Duration(time.Minute)
+	}
+	if c.Credentials.KEKFile == "" {
+		c.Credentials.KEKFile = DefaultKEKFile
+	}
+	if !filepath.IsAbs(c.Credentials.KEKFile) && configDir != "" {
+		c.Credentials.KEKFile = filepath.Join(configDir, c.Credentials.KEKFile)
+	}
+	if c.Credentials.Algorithm == "" {
+		c.Credentials.Algorithm = DefaultCredentialAlgorithm
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
@@ -262,12 +273,23 @@ func (c *Config) validate() []Problem {
 		if c.Storage.DSN == "" {
 			k.add("storage.dsn", "is required (a file path for sqlite, e.g. %s)", DefaultSQLiteDSN)
 		}
-	case "postgres", "postgresql":
-		k.add("storage.driver", `%s is not available yet in this build; use "sqlite"`, k.show("storage.driver", c.Storage.Driver))
+	case "postgres":
+		if c.Storage.DSN == "" {
+			k.add("storage.dsn", "is required for postgres (e.g. postgres://interlock@db:5432/interlock?sslmode=verify-full)")
+		}
+		if c.Storage.Schema != "" && !validIdent(c.Storage.Schema) {
+			k.add("storage.schema", "%s must be a plain identifier (letters, digits and _, not starting with a digit, at most 63 bytes)", k.show("storage.schema", c.Storage.Schema))
+		}
+		if c.Storage.MaxConns < 0 {
+			k.add("storage.max_conns", "must not be negative")
+		}
 	case "":
-		k.add("storage.driver", `is required (use "sqlite")`)
+		k.add("storage.driver", `is required (use "sqlite" or "postgres")`)
 	default:
-		k.add("storage.driver", `unknown driver %s (want "sqlite")`, k.show("storage.driver", c.Storage.Driver))
+		k.add("storage.driver", `unknown driver %s (want "sqlite" or "postgres")`, k.show("storage.driver", c.Storage.Driver))
+	}
+	if c.Storage.Driver == "sqlite" && (c.Storage.Schema != "" || c.Storage.MaxConns != 0) {
+		k.add("storage", "schema and max_conns apply only to the postgres driver")
 	}
 
 	c.validateUpstreams(k)
@@ -289,6 +311,12 @@ func (c *Config) validate() []Problem {
 		if strings.TrimSpace(r) == "" {
 			k.add(fmt.Sprintf("audit.redact[%d]", i), "must name an argument")
 		}
+	}
+
+	switch c.Credentials.Algorithm {
+	case "EdDSA", "ES256":
+	default:
+		k.add("credentials.algorithm", "%s is not one of EdDSA, ES256", k.show("credentials.algorithm", c.Credentials.Algorithm))
 	}
 
 	switch c.Log.Level {
@@ -370,7 +398,17 @@ func (c *Config) validateUpstreams(k *checker) {
 			if u.Shared {
 				k.add(p+".shared", "applies only to command (stdio) upstreams")
 			}
+			if u.CredentialAsBearer {
+				for name := range u.Headers {
+					if strings.EqualFold(name, "Authorization") {
+						k.add(p+".credential_as_bearer", "cannot be used with an Authorization header in headers: the brokered secret would be replaced (tool servers can read the credential from the Interlock-Credential header instead)")
+					}
+				}
+			}
 		case hasCmd:
+			if u.CredentialAsBearer {
+				k.add(p+".credential_as_bearer", "applies only to url (Streamable HTTP) upstreams; stdio servers get the credential in params._meta")
+			}
 			if u.Command[0] == "" {
 				k.add(p+".command[0]", "the program must not be empty")
 			}
@@ -649,4 +687,17 @@ func (c *Config) hostAllowed(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// validIdent reports whether s is a plain SQL identifier.
+func validIdent(s string) bool {
+	if s == "" || len(s) > 63 || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }

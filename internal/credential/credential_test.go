@@ -442,7 +442,7 @@ func TestRotate(t *testing.T) {
 	ctx := t.Context()
 	old := e.iss.Keys()[0].ID
 	a := sampleAction()
-	a.Lifetime = 2 * time.Hour // longer than the 1 h floor: the old key stays published that long
+	a.Lifetime = 2 * time.Hour
 	tokOld, _, err := e.iss.Issue(ctx, a)
 	if err != nil {
 		t.Fatal(err)
@@ -462,7 +462,7 @@ func TestRotate(t *testing.T) {
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("ListSigningKeys = %d, %v", len(keys), err)
 	}
-	if want := e.clk.Now().Add(2 * time.Hour); !keys[1].PublishUntil.Equal(want) || !keys[1].RetiredAt.Equal(e.clk.Now()) {
+	if want := e.clk.Now().Add(MaxLifetime); !keys[1].PublishUntil.Equal(want) || !keys[1].RetiredAt.Equal(e.clk.Now()) {
 		t.Errorf("old key retired %v until %v, want %v until %v", keys[1].RetiredAt, keys[1].PublishUntil, e.clk.Now(), want)
 	}
 	// The old credential still verifies; new ones use the new key.
@@ -501,7 +501,7 @@ func TestRotate(t *testing.T) {
 		t.Errorf("DID document = %s", doc)
 	}
 	// Past PublishUntil only the new key is published.
-	e.clk.Add(2*time.Hour + time.Second)
+	e.clk.Add(MaxLifetime + time.Second)
 	if got := jwksKids(t, e.iss); !slices.Equal(got, []string{k.ID}) {
 		t.Errorf("JWKS kids after PublishUntil = %v, want [%s]", got, k.ID)
 	}

@@ -33,9 +33,6 @@ const (
 	DefaultLifetime = 5 * time.Minute
 	// MaxLifetime is the longest lifetime Issue accepts.
 	MaxLifetime = 24 * time.Hour
-	// DefaultPublishAfterRotate is the least time a retired key stays
-	// published: the longest lifetime issued, but never less than this.
-	DefaultPublishAfterRotate = time.Hour
 	// StatusListCacheTTL is how long a built status list credential is
 	// served from memory (and the max-age StatusListCredential returns).
 	StatusListCacheTTL = 30 * time.Second
@@ -92,8 +89,6 @@ type Issuer struct {
 	loadedAt   time.Time
 	reloading  atomic.Bool
 	lastForced time.Time
-
-	maxLifetime atomic.Int64 // longest lifetime issued (ns), at least DefaultPublishAfterRotate
 
 	listMu    sync.Mutex
 	list      int // current status list number (1, 2, ...)
@@ -154,7 +149,6 @@ func New(ctx context.Context, o Options) (*Issuer, error) {
 	if i.size < DefaultStatusListSize || i.size%8 != 0 || i.size > math.MaxInt32 {
 		return nil, fmt.Errorf("credential: Options.StatusListSize %d: want a multiple of 8, at least %d", i.size, DefaultStatusListSize)
 	}
-	i.maxLifetime.Store(int64(DefaultPublishAfterRotate))
 	i.rollover = i.size / 2
 
 	if err := i.loadKeys(ctx); err != nil {
@@ -288,8 +282,8 @@ func (i *Issuer) addKey(ctx context.Context) (*signingKey, error) {
 }
 
 // Rotate creates a new signing key and makes it current. Every key that was
-// current is retired now and stays published until the longest credential
-// lifetime issued (at least DefaultPublishAfterRotate) has passed.
+// current is retired now and stays published for MaxLifetime, the longest
+// any credential it signed can stay valid.
 func (i *Issuer) Rotate(ctx context.Context) (store.SigningKey, error) {
 	if err := i.loadKeys(ctx); err != nil {
 		return store.SigningKey{}, err
@@ -306,8 +300,12 @@ func (i *Issuer) Rotate(ctx context.Context) (store.SigningKey, error) {
 	if err != nil {
 		return store.SigningKey{}, err
 	}
+	// The longest lifetime this process issued would not do: another
+	// process (the gateway, when the CLI rotates) may have issued longer
+	// ones. Retired public keys sign nothing, so keeping them published
+	// for the longest lifetime any credential can have costs nothing.
 	now := store.NormalizeTime(i.now())
-	until := now.Add(time.Duration(i.maxLifetime.Load()))
+	until := now.Add(MaxLifetime)
 	for _, id := range old {
 		if err := i.st.RetireSigningKey(ctx, id, now, until); err != nil {
 			return store.SigningKey{}, fmt.Errorf("credential: retire signing key %s: %w", id, err)
@@ -483,14 +481,6 @@ func (i *Issuer) Issue(ctx context.Context, a Action) (string, store.Credential,
 	}
 	if a.ConsumeNow {
 		rec.Used, rec.ConsumedAt = 1, store.NormalizeTime(now)
-	}
-	// Before the credential exists, so that a concurrent Rotate keeps its
-	// key published long enough.
-	for life := int64(exp.Sub(iat)); ; {
-		old := i.maxLifetime.Load()
-		if life <= old || i.maxLifetime.CompareAndSwap(old, life) {
-			break
-		}
 	}
 	tok, err := i.recordAndSign(ctx, key, &rec, &a)
 	if err != nil {

@@ -247,3 +247,26 @@ func DecodeList(encoded string, maxBytes int) ([]byte, error) {
 	}
 	return bits, nil
 }
+
+// ContextDocument returns interlock's JSON-LD context (served at the
+// second @context URL of every action credential): it maps the credential
+// type and every term of credentialSubject into a vocabulary under the
+// issuer URL, so that JSON-LD processors read the credential without
+// guessing.
+func (i *Issuer) ContextDocument() []byte {
+	vocab := i.ctxURL + "#"
+	doc := map[string]any{
+		"@context": map[string]any{
+			"@version":   1.1,
+			"@protected": true,
+			TypeAction:   vocab + TypeAction,
+			"agent":      map[string]any{"@id": vocab + "agent", "@context": map[string]any{"@vocab": vocab}},
+			"action":     map[string]any{"@id": vocab + "action", "@context": map[string]any{"@vocab": vocab}},
+			"authorization": map[string]any{"@id": vocab + "authorization", "@container": "@set",
+				"@context": map[string]any{"@vocab": vocab}},
+			"context": map[string]any{"@id": vocab + "context", "@context": map[string]any{"@vocab": vocab}},
+		},
+	}
+	b, _ := json.Marshal(doc) // only strings and maps: cannot fail
+	return b
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/interlock-dev/interlock/canon"
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
+	"github.com/interlock-dev/interlock/internal/credential"
 	"github.com/interlock-dev/interlock/internal/policy"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
@@ -39,7 +40,7 @@ import (
 // Catalog is what the gate needs of the tool catalog.
 type Catalog interface {
 	Lookup(upstream, name string) (catalog.Tool, bool)
-	CallTool(ctx context.Context, upstream, name string, args map[string]any) (map[string]any, bool, error)
+	CallTool(ctx context.Context, upstream, name string, args, meta map[string]any) (map[string]any, bool, error)
 }
 
 // Auditor appends to the audit log. Append returns once the event is
@@ -56,6 +57,13 @@ type Budgets interface {
 	BudgetTotals(ctx context.Context, keys []string, since time.Time) (map[string]float64, error)
 }
 
+// Credentials issues and checks action credentials (credential.Issuer).
+type Credentials interface {
+	Issue(ctx context.Context, a credential.Action) (string, store.Credential, error)
+	Verify(ctx context.Context, token string, now time.Time) (*credential.Claims, error)
+	Consume(ctx context.Context, id string) (store.Credential, error)
+}
+
 // Options configure a Gate. Policy, Audit and Budgets are required;
 // Catalog may be nil (every tool is then unknown and lookups fail closed).
 type Options struct {
@@ -63,6 +71,11 @@ type Options struct {
 	Catalog Catalog
 	Audit   Auditor
 	Budgets Budgets
+	// Credentials, when set, issues a credential for every allowed call
+	// (the relay forwards the call with it and hands it back as a receipt)
+	// and accepts calls that present one instead of asking the policy.
+	// Without it calls go on without credentials (tests of the gate alone).
+	Credentials Credentials
 	// Redact names arguments whose values are replaced in audit events.
 	Redact []string
 	Logger *slog.Logger
@@ -112,7 +125,7 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 	start := g.opts.Now()
 	p := c.Principal
 	callID := newID()
-	args, canonArgs, intent, argsErr := arguments(c.Params)
+	args, canonArgs, intent, presented, argsErr := arguments(c.Params)
 
 	rec := decisionRecord{
 		DecisionID: callID,
@@ -131,33 +144,54 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 		rec.Args = g.redactValue(args)
 	}
 
-	var d policy.Decision
+	var (
+		d     policy.Decision
+		token string // the credential the call goes with
+	)
 	switch inactive := Inactive(p); {
 	case inactive != "":
 		d = policy.Decision{Effect: "deny", Rule: "kill-switch", Reasons: []string{inactive}}
 	case argsErr != nil:
 		d = policy.Decision{Effect: "deny", Rule: "bad-arguments", Reasons: []string{"the call's arguments are not a JSON object: " + argsErr.Error()}}
+	case presented != nil:
+		d, token = g.presented(ctx, c, p, presented, &rec)
 	default:
 		var err error
 		d, err = g.decide(ctx, c, p, args, start, &rec)
 		if err != nil {
 			d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not decide this call: " + err.Error()}, Errors: []string{err.Error()}}
 		}
+		if d.Effect == "allow" && g.opts.Credentials != nil {
+			if token, err = g.issue(ctx, c, p, args, d, &rec); err != nil {
+				g.refund(rec.charged, start, callID)
+				rec.charged = nil
+				d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not issue the call's credential"}, Errors: []string{err.Error()}}
+			}
+		}
 	}
 	rec.fill(d)
 	rec.LatencyMicros = g.opts.Now().Sub(start).Microseconds()
 	if _, err := g.opts.Audit.Append(ctx, audit.Event{Type: "decision", CallID: callID, AgentID: p.Agent.ID, Time: start, Data: rec}); err != nil {
 		// No committed decision record, no call (fail closed), and no charge.
+		// A credential issued for it never leaves interlock.
 		g.refund(rec.charged, start, callID)
 		return nil, fmt.Errorf("recording the decision: %w", err)
 	}
 
-	meta := map[string]any{"io.interlock/decision": map[string]any{"id": callID, "effect": d.Effect, "rule": d.Rule}}
+	decision := map[string]any{"id": callID, "effect": d.Effect, "rule": d.Rule}
+	meta := map[string]any{"io.interlock/decision": decision}
 	switch d.Effect {
 	case "allow":
-		g.appendAsync(audit.Event{Type: "forwarded", CallID: callID, AgentID: p.Agent.ID,
-			Data: map[string]any{"decision_id": callID, "upstream": c.Upstream, "tool": c.Name}})
-		return &relay.Verdict{Done: func(o relay.Outcome) { g.recordOutcome(callID, p.Agent.ID, o) }}, nil
+		fwd := map[string]any{"decision_id": callID, "upstream": c.Upstream, "tool": c.Name}
+		v := &relay.Verdict{Done: func(o relay.Outcome) { g.recordOutcome(callID, p.Agent.ID, o) }}
+		if rec.Credential != nil {
+			fwd["credential_id"] = rec.Credential.ID
+			decision["credential_id"] = rec.Credential.ID
+			v.Credential, v.Receipt = token, meta
+			meta[relay.MetaCredential] = token
+		}
+		g.appendAsync(audit.Event{Type: "forwarded", CallID: callID, AgentID: p.Agent.ID, Data: fwd})
+		return v, nil
 	case "approve":
 		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
 			"interlock refused this call: it needs approval by %s (rule %q: %s). Interlock cannot ask for approvals yet, so the call was not made. Decision id %s.",
@@ -191,7 +225,7 @@ func (g *Gate) decide(ctx context.Context, c *relay.Call, p *store.Principal, ar
 		Args:      args,
 		Context:   policy.Context{Time: now, ClientIP: c.ClientIP, Session: c.Session, Intent: rec.Intent},
 		Budgets:   map[string]float64{},
-		Lookup:    g.lookup(rec),
+		Lookup:    g.lookup(rec, p),
 		Ctx:       ctx,
 	}
 	refs := pol.BudgetRefs(in)
@@ -239,6 +273,93 @@ func (g *Gate) decide(ctx context.Context, c *relay.Call, p *store.Principal, ar
 		}
 	}
 	return policy.Decision{}, errors.New("budgets kept changing under concurrent calls")
+}
+
+// issue signs the credential of an allowed call, recorded as already used
+// once: the relay forwards the call with it right away.
+func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, d policy.Decision, rec *decisionRecord) (string, error) {
+	a := credential.Action{
+		AgentID: p.Agent.ID, OwnerEmail: p.Owner.Email, DecisionID: rec.DecisionID,
+		Upstream: c.Upstream, Tool: c.Name, Arguments: args,
+		AuthorizedBy:  []credential.Authorization{{Kind: "policy", Rule: d.Rule}},
+		RiskScore:     d.Call.RiskScore,
+		ClientIP:      c.ClientIP,
+		PolicyVersion: d.PolicyHash,
+		Lifetime:      d.Constraints.Lifetime,
+		Uses:          d.Constraints.Uses,
+		MaxAmount:     d.Constraints.MaxAmount,
+		ConsumeNow:    true,
+	}
+	tok, cred, err := g.opts.Credentials.Issue(ctx, a)
+	if err != nil {
+		return "", fmt.Errorf("issuing the credential: %w", err)
+	}
+	rec.Credential = &credentialRecord{ID: cred.ID, ExpiresAt: cred.ExpiresAt, Uses: cred.Uses}
+	return tok, nil
+}
+
+// presented decides a call that comes with a credential the agent already
+// holds (from an approval, or a multi-use credential): the policy is not
+// asked again. The credential must verify (signature, validity, issued
+// here, not revoked), be for this agent, upstream, tool and exactly these
+// arguments, and have a use left, which is taken atomically in the store.
+func (g *Gate) presented(ctx context.Context, c *relay.Call, p *store.Principal, tok json.RawMessage, rec *decisionRecord) (policy.Decision, string) {
+	deny := func(why string) (policy.Decision, string) {
+		return policy.Decision{Effect: "deny", Rule: ruleCredential, Reasons: []string{"the presented credential " + why}}, ""
+	}
+	if g.opts.Credentials == nil {
+		return deny("cannot be checked: credentials are not enabled on this gateway")
+	}
+	var token string
+	if err := json.Unmarshal(tok, &token); err != nil || token == "" {
+		return deny(fmt.Sprintf("is not a string: _meta[%q] must hold a compact JWS", relay.MetaCredential))
+	}
+	cl, err := g.opts.Credentials.Verify(ctx, token, g.opts.Now())
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) || credentialRefusal(err) {
+			return deny("is not valid: " + err.Error())
+		}
+		return policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not check the presented credential"}, Errors: []string{err.Error()}}, ""
+	}
+	rec.Credential = &credentialRecord{ID: cl.ID, ExpiresAt: cl.ExpiresAt, Uses: cl.Uses, Presented: true}
+	switch {
+	case cl.AgentID != p.Agent.ID:
+		return deny(fmt.Sprintf("was issued to agent %q, not to %q", cl.AgentID, p.Agent.ID))
+	case cl.Upstream != c.Upstream || cl.Tool != c.Name:
+		return deny(fmt.Sprintf("is for %s.%s, not for %s.%s", cl.Upstream, cl.Tool, c.Upstream, c.Name))
+	case cl.ArgumentsDigest != rec.ArgsDigest:
+		return deny("is for other arguments (their SHA-256 digest differs)")
+	}
+	if _, err := g.opts.Credentials.Consume(ctx, cl.ID); err != nil {
+		if errors.Is(err, store.ErrSpent) {
+			return deny("has no use left (already used, revoked or expired): a replay is refused")
+		}
+		return policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not consume the presented credential"}, Errors: []string{err.Error()}}, ""
+	}
+	rule := ruleCredential
+	for _, a := range cl.AuthorizedBy {
+		if a.Kind == "policy" && a.Rule != "" {
+			rule = ruleCredential + ":" + a.Rule
+		}
+	}
+	d := policy.Decision{Effect: "allow", Rule: rule, Reasons: []string{"the call presented a valid credential for exactly this action"}, PolicyHash: cl.PolicyVersion}
+	d.Constraints = policy.Constraints{Lifetime: cl.ExpiresAt.Sub(cl.IssuedAt), Uses: cl.Uses, MaxAmount: cl.MaxAmount}
+	return d, token
+}
+
+// ruleCredential is the rule of decisions taken on a presented credential.
+const ruleCredential = "credential"
+
+// credentialRefusal reports whether err says the credential itself is bad
+// (as opposed to the store failing).
+func credentialRefusal(err error) bool {
+	for _, e := range []error{credential.ErrMalformed, credential.ErrAlgorithm, credential.ErrType, credential.ErrUnknownKey,
+		credential.ErrSignature, credential.ErrClaims, credential.ErrExpired, credential.ErrNotYet, credential.ErrRevoked, credential.ErrUnknown} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // refund takes back charges made for a call that will not go ahead (an
@@ -299,7 +420,7 @@ func (g *Gate) readBudgets(ctx context.Context, refs []policy.BudgetRef, now tim
 // lookup returns the policy's lookup function: cached by lookup id, tool
 // and canonical arguments for the lookup's ttl; any failure is an error
 // (the policy then denies).
-func (g *Gate) lookup(rec *decisionRecord) func(ctx context.Context, l policy.LookupCall) (any, error) {
+func (g *Gate) lookup(rec *decisionRecord, p *store.Principal) func(ctx context.Context, l policy.LookupCall) (any, error) {
 	return func(ctx context.Context, l policy.LookupCall) (any, error) {
 		if g.opts.Catalog == nil {
 			return nil, errors.New("no catalog to run lookups with")
@@ -317,7 +438,12 @@ func (g *Gate) lookup(rec *decisionRecord) func(ctx context.Context, l policy.Lo
 			rec.Lookups = append(rec.Lookups, lookupRecord{ID: l.ID, Cached: true})
 			return e.result, nil
 		}
-		res, isErr, err := g.opts.Catalog.CallTool(ctx, l.Upstream, l.Tool, l.Arguments)
+		meta, err := LookupCredential(ctx, g.opts.Credentials, p.Agent.ID, p.Owner.Email, rec.DecisionID, l)
+		if err != nil {
+			rec.Lookups = append(rec.Lookups, lookupRecord{ID: l.ID, Error: err.Error()})
+			return nil, fmt.Errorf("lookup %s: %w", l.ID, err)
+		}
+		res, isErr, err := g.opts.Catalog.CallTool(ctx, l.Upstream, l.Tool, l.Arguments, meta)
 		if err == nil && isErr {
 			err = fmt.Errorf("the tool %s.%s answered with an error", l.Upstream, l.Tool)
 		}
@@ -336,6 +462,26 @@ func (g *Gate) lookup(rec *decisionRecord) func(ctx context.Context, l policy.Lo
 		}
 		return res, nil
 	}
+}
+
+// LookupCredential issues the credential a policy lookup (a call interlock
+// makes to decide another call, on behalf of the same agent) is sent with,
+// and returns it as the lookup's _meta; nil when creds is nil. Tool servers
+// that check credentials see who the lookup was for and which rule asked.
+func LookupCredential(ctx context.Context, creds Credentials, agentID, ownerEmail, decisionID string, l policy.LookupCall) (map[string]any, error) {
+	if creds == nil {
+		return nil, nil
+	}
+	tok, _, err := creds.Issue(ctx, credential.Action{
+		AgentID: agentID, OwnerEmail: ownerEmail, DecisionID: decisionID,
+		Upstream: l.Upstream, Tool: l.Tool, Arguments: l.Arguments,
+		AuthorizedBy: []credential.Authorization{{Kind: "policy", Rule: "lookup:" + l.ID}},
+		ConsumeNow:   true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuing the lookup's credential: %w", err)
+	}
+	return map[string]any{relay.MetaCredential: tok}, nil
 }
 
 func (g *Gate) recordOutcome(callID, agentID string, o relay.Outcome) {
@@ -410,6 +556,7 @@ type decisionRecord struct {
 	SoD           bool                 `json:"separation_of_duties,omitempty"`
 	Requirements  []policy.Requirement `json:"requirements,omitempty"`
 	Charges       []policy.Charge      `json:"charges,omitempty"`
+	Credential    *credentialRecord    `json:"credential,omitempty"`
 	charged       []policy.Charge      // charges made in the store, to refund if the record fails
 	Constraints   *constraintsRecord   `json:"constraints,omitempty"`
 	Budgets       map[string]float64   `json:"budgets,omitempty"`
@@ -433,6 +580,15 @@ type constraintsRecord struct {
 	LifetimeSeconds float64  `json:"lifetime_s"`
 	Uses            int      `json:"uses"`
 	MaxAmount       *float64 `json:"max_amount,omitempty"`
+}
+
+// credentialRecord is the credential a decision issued, or the one the
+// call presented.
+type credentialRecord struct {
+	ID        string    `json:"id"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Uses      int       `json:"uses"`
+	Presented bool      `json:"presented,omitempty"`
 }
 
 type lookupRecord struct {
@@ -496,44 +652,51 @@ const maxIntent = 1000
 
 // arguments decodes tools/call params.arguments (absent: an empty object),
 // returns them also in their RFC 8785 canonical form (what the argument
-// digest covers), and the agent's stated intent,
+// digest covers), the agent's stated intent,
 // params._meta["io.interlock/intent"] (a string; anything else is
-// ignored). The intent is recorded and offered to the policy as
-// context.intent; a policy can use it to be stricter.
-func arguments(params json.RawMessage) (map[string]any, []byte, string, error) {
+// ignored), and the credential the call presents,
+// params._meta["io.interlock/credential"] (raw; nil when absent or null).
+// The intent is recorded and offered to the policy as context.intent; a
+// policy can use it to be stricter.
+func arguments(params json.RawMessage) (map[string]any, []byte, string, json.RawMessage, error) {
 	var p struct {
 		Arguments json.RawMessage `json:"arguments"`
 		Meta      struct {
-			Intent json.RawMessage `json:"io.interlock/intent"`
+			Intent     json.RawMessage `json:"io.interlock/intent"`
+			Credential json.RawMessage `json:"io.interlock/credential"`
 		} `json:"_meta"`
 	}
 	if len(params) > 0 {
 		if err := json.Unmarshal(params, &p); err != nil {
-			return nil, nil, "", err
+			return nil, nil, "", nil, err
 		}
+	}
+	presented := p.Meta.Credential
+	if string(presented) == "null" {
+		presented = nil
 	}
 	var intent string
 	if json.Unmarshal(p.Meta.Intent, &intent) == nil && len(intent) > maxIntent {
 		intent = strings.ToValidUTF8(intent[:maxIntent], "") + "…"
 	}
 	if len(p.Arguments) == 0 || string(p.Arguments) == "null" {
-		return map[string]any{}, []byte("{}"), intent, nil
+		return map[string]any{}, []byte("{}"), intent, presented, nil
 	}
 	// The upstream reads the arguments with its own parser. If a key
 	// appeared twice, parsers disagree on which value counts, and the
 	// policy might judge one value while the tool acts on the other.
 	canonArgs, err := canon.Canonicalize(p.Arguments)
 	if err != nil {
-		return nil, nil, intent, fmt.Errorf("%w (a key that appears twice is refused: the tool might read another value than the policy)", err)
+		return nil, nil, intent, presented, fmt.Errorf("%w (a key that appears twice is refused: the tool might read another value than the policy)", err)
 	}
 	var args map[string]any
 	if err := json.Unmarshal(p.Arguments, &args); err != nil {
-		return nil, nil, intent, err
+		return nil, nil, intent, presented, err
 	}
 	if args == nil {
-		return nil, nil, intent, errors.New("arguments must be a JSON object")
+		return nil, nil, intent, presented, errors.New("arguments must be a JSON object")
 	}
-	return args, canonArgs, intent, nil
+	return args, canonArgs, intent, presented, nil
 }
 
 // redactValue copies v with the values of redacted keys replaced.

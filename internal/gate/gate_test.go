@@ -82,7 +82,7 @@ func (c *shopCatalog) Lookup(upstream, name string) (catalog.Tool, bool) {
 	return catalog.Tool{}, false
 }
 
-func (c *shopCatalog) CallTool(ctx context.Context, upstream, name string, args map[string]any) (map[string]any, bool, error) {
+func (c *shopCatalog) CallTool(ctx context.Context, upstream, name string, args, _ map[string]any) (map[string]any, bool, error) {
 	c.calls.Add(1)
 	if c.fail {
 		return nil, false, errors.New("upstream down")

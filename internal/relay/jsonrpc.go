@@ -31,6 +31,9 @@ type message struct {
 	// HasResult/HasError mark a response.
 	HasResult bool
 	HasError  bool
+	// credential is the action credential a gated request is forwarded
+	// with (also in Params._meta); HTTP legs send it as a header.
+	credential string
 }
 
 func (m *message) isRequest() bool      { return m.Method != "" && m.ID != nil }
@@ -212,7 +215,8 @@ func gatedName(m *message) (string, error) {
 	return p.Name, nil
 }
 
-// setParam returns params with key set to value, keeping every other field.
+// setParam returns params (absent or null: {}) with key set to value,
+// keeping every other field. It serves for any JSON object.
 func setParam(params json.RawMessage, key string, value any) (json.RawMessage, error) {
 	var fields map[string]json.RawMessage
 	if len(params) > 0 && !isJSONNull(params) {
@@ -228,6 +232,64 @@ func setParam(params json.RawMessage, key string, value any) (json.RawMessage, e
 		return nil, err
 	}
 	fields[key] = v
+	return json.Marshal(fields)
+}
+
+// setMeta returns params with _meta[key] set to value, keeping every other
+// field of params and of _meta.
+func setMeta(params json.RawMessage, key string, value any) (json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	if len(params) > 0 && !isJSONNull(params) {
+		if err := json.Unmarshal(params, &fields); err != nil {
+			return nil, err
+		}
+	}
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	meta, err := setParam(fields["_meta"], key, value)
+	if err != nil {
+		return nil, fmt.Errorf("_meta: %w", err)
+	}
+	fields["_meta"] = meta
+	return json.Marshal(fields)
+}
+
+// withResultMeta returns the response raw with the entries of meta merged
+// into result._meta. A response that is not a result (an error) is
+// returned unchanged.
+func withResultMeta(raw []byte, meta map[string]json.RawMessage) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, err
+	}
+	res, ok := fields["result"]
+	if !ok || isJSONNull(res) {
+		return raw, nil
+	}
+	var result map[string]json.RawMessage
+	if err := json.Unmarshal(res, &result); err != nil {
+		return nil, fmt.Errorf("result: %w", err)
+	}
+	var m map[string]json.RawMessage
+	if old := result["_meta"]; len(old) > 0 && !isJSONNull(old) {
+		if err := json.Unmarshal(old, &m); err != nil {
+			return nil, fmt.Errorf("result._meta: %w", err)
+		}
+	}
+	if m == nil {
+		m = make(map[string]json.RawMessage, len(meta))
+	}
+	for k, v := range meta {
+		m[k] = v
+	}
+	var err error
+	if result["_meta"], err = json.Marshal(m); err != nil {
+		return nil, err
+	}
+	if fields["result"], err = json.Marshal(result); err != nil {
+		return nil, err
+	}
 	return json.Marshal(fields)
 }
 

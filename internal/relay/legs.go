@@ -316,6 +316,9 @@ func (l *httpLeg) roundTrip(ctx context.Context, m message) error {
 	if err != nil {
 		return err
 	}
+	if m.credential != "" {
+		setCredentialHeaders(req.Header, l.up, m.credential)
+	}
 	resp, err := l.client.Do(req)
 	if err != nil {
 		return err

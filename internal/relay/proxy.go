@@ -88,6 +88,11 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		pending  map[string]bool // ids of requests forwarded, awaiting a response
 		batch    bool
 		requests int
+		// rewritten: a request now carries a credential; credential is
+		// the last one, sent as a header when it is the only one.
+		rewritten   bool
+		credentials int
+		credential  string
 	)
 	if req.Method == http.MethodPost {
 		buf := bufPool.Get().(*bytes.Buffer)
@@ -119,6 +124,16 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 					denials = append(denials, denialResponse(m, d))
 					continue
 				}
+				if err := tr.attach(m); err != nil {
+					tr.failed(err.Error())
+					denials = append(denials, errorResponse(m.ID, codeInvalidParams, err.Error()))
+					continue
+				}
+				if m.credential != "" {
+					rewritten = true
+					credentials++
+					credential = m.credential
+				}
 				if tr != nil {
 					if trackers == nil {
 						trackers = map[string]*tracker{}
@@ -135,12 +150,15 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 			}
 			keep = append(keep, *m)
 		}
-		if len(denials) > 0 {
-			if len(keep) == 0 {
-				writeJSONMessages(w, denials, batch)
-				return
-			}
+		if len(denials) > 0 && len(keep) == 0 {
+			writeJSONMessages(w, denials, batch)
+			return
+		}
+		switch {
+		case len(denials) > 0 || (rewritten && batch):
 			body = joinBatch(keep)
+		case rewritten:
+			body = keep[0].Raw
 		}
 	}
 
@@ -165,6 +183,9 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	}
 	for k, v := range up.Headers {
 		hdr[k] = v
+	}
+	if credentials == 1 {
+		setCredentialHeaders(hdr, up, credential)
 	}
 	var resp *http.Response
 	if pool := r.poolFor(up); req.Method == http.MethodPost && pool != nil {
@@ -249,8 +270,7 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 			io.Copy(w, resp.Body)
 			return
 		}
-		observeJSON(upBody.Bytes(), trackers)
-		out := upBody.Bytes()
+		out := observeJSON(upBody.Bytes(), trackers)
 		if len(denials) > 0 {
 			out = mergeJSONResponses(out, denials)
 		} else {
@@ -322,7 +342,12 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 				k := idKey(id)
 				delete(pending, k)
 				if t := trackers[k]; t != nil {
-					t.answered(ev.Data)
+					if out := t.answered(ev.Data); !bytes.Equal(out, ev.Data) {
+						if sw.writeMessage(string(ev.ID), out) != nil {
+							return "the agent went away"
+						}
+						continue
+					}
 				}
 			}
 		}
@@ -333,21 +358,45 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 }
 
 // observeJSON reports the answers in a JSON body (one message or a batch)
-// to their trackers.
-func observeJSON(body []byte, trackers map[string]*tracker) {
+// to their trackers and returns the body as the agent gets it (with
+// receipts added).
+func observeJSON(body []byte, trackers map[string]*tracker) []byte {
 	if len(trackers) == 0 {
-		return
+		return body
 	}
-	msgs, _, err := parseBody(body)
+	msgs, batch, err := parseBody(body)
 	if err != nil {
-		return
+		return body
 	}
-	for _, m := range msgs {
+	changed := false
+	for i := range msgs {
+		m := &msgs[i]
 		if m.isResponse() {
 			if t := trackers[idKey(m.ID)]; t != nil {
-				t.answered(m.Raw)
+				if out := t.answered(m.Raw); !bytes.Equal(out, m.Raw) {
+					m.Raw, changed = out, true
+				}
 			}
 		}
+	}
+	switch {
+	case !changed:
+		return body
+	case batch:
+		return joinBatch(msgs)
+	default:
+		return msgs[0].Raw
+	}
+}
+
+// setCredentialHeaders puts the action credential into the headers of a
+// request to an HTTP upstream: Interlock-Credential always, and the bearer
+// token when the upstream asks for it and no brokered Authorization header
+// is configured (which always wins).
+func setCredentialHeaders(h http.Header, up *Upstream, credential string) {
+	h.Set(HeaderCredential, credential)
+	if up.CredentialAsBearer && h.Get("Authorization") == "" {
+		h.Set("Authorization", "Bearer "+credential)
 	}
 }
 

@@ -58,7 +58,25 @@ type Verdict struct {
 	// Done, if set, is called exactly once when a forwarded request ends:
 	// answered, failed, cancelled, or left to a resumed stream.
 	Done func(Outcome)
+	// Credential, if set, is the action credential (a compact JWS) the
+	// request is forwarded with: in params._meta["io.interlock/credential"]
+	// on every transport, and in the Interlock-Credential header (and, for
+	// upstreams that ask for it, as the bearer token) over HTTP.
+	Credential string
+	// Receipt, if set, is merged into the _meta of the request's result on
+	// its way back to the agent (its receipt: the credential and the
+	// decision id).
+	Receipt map[string]any
 }
+
+// Where a credential travels.
+const (
+	// HeaderCredential carries the action credential to HTTP upstreams.
+	HeaderCredential = "Interlock-Credential"
+	// MetaCredential is the params._meta (and result _meta) key of the
+	// action credential.
+	MetaCredential = "io.interlock/credential"
+)
 
 // Outcome is how a forwarded gated request ended.
 type Outcome struct {
@@ -110,6 +128,10 @@ type Upstream struct {
 	Shared  bool   // one stdio process for every session
 	Prefix  string // name prefix on the aggregated endpoint
 	Timeout time.Duration
+	// CredentialAsBearer also sends the action credential as
+	// "Authorization: Bearer" (HTTP upstreams), unless Headers already
+	// hold an Authorization header (a brokered secret always wins).
+	CredentialAsBearer bool
 }
 
 // Options configure a Relay. Zero values mean defaults.
@@ -418,27 +440,77 @@ func (r *Relay) check(ctx context.Context, c *Call) (*Denial, *tracker) {
 		return v.Deny, nil
 	}
 	r.obs.Gated(c.Upstream, c.Method, "forwarded")
-	if v == nil || v.Done == nil {
+	if v == nil || (v.Done == nil && v.Credential == "" && len(v.Receipt) == 0) {
 		return nil, nil
 	}
-	return nil, &tracker{done: v.Done, start: r.opts.Now(), now: r.opts.Now}
+	t := &tracker{done: v.Done, start: r.opts.Now(), now: r.opts.Now, credential: v.Credential, log: r.log}
+	if len(v.Receipt) > 0 {
+		t.receipt = make(map[string]json.RawMessage, len(v.Receipt))
+		for k, val := range v.Receipt {
+			b, err := json.Marshal(val)
+			if err != nil {
+				r.log.Error("gate receipt does not encode; the result goes back without it", "key", k, "err", err)
+				continue
+			}
+			t.receipt[k] = b
+		}
+	}
+	return nil, t
 }
 
-// tracker reports the end of one forwarded gated request, once.
+// tracker follows one forwarded gated request: it carries the credential
+// the request goes with and the receipt its result gets, and reports the
+// request's end to the gate, once.
 type tracker struct {
-	done  func(Outcome)
-	start time.Time
-	now   func() time.Time
-	once  sync.Once
+	done       func(Outcome)
+	start      time.Time
+	now        func() time.Time
+	once       sync.Once
+	credential string
+	receipt    map[string]json.RawMessage
+	log        *slog.Logger
 }
 
-func (t *tracker) answered(raw []byte) {
+// attach puts the tracker's credential into the request m on its way
+// upstream (params._meta); the HTTP legs add the header from m.credential.
+func (t *tracker) attach(m *message) error {
+	if t == nil || t.credential == "" {
+		return nil
+	}
+	params, err := setMeta(m.Params, MetaCredential, t.credential)
+	if err != nil {
+		return fmt.Errorf("attaching the credential: %w", err)
+	}
+	nm, err := withParams(*m, params)
+	if err != nil {
+		return fmt.Errorf("attaching the credential: %w", err)
+	}
+	nm.credential = t.credential
+	*m = nm
+	return nil
+}
+
+// answered reports the response raw and returns it as the agent gets it:
+// with the receipt merged into its result's _meta.
+func (t *tracker) answered(raw []byte) []byte {
 	if t == nil {
-		return
+		return raw
 	}
 	t.once.Do(func() {
-		t.done(Outcome{Forwarded: t.start, Duration: t.now().Sub(t.start), Answered: true, IsError: isErrorAnswer(raw)})
+		if t.done != nil {
+			t.done(Outcome{Forwarded: t.start, Duration: t.now().Sub(t.start), Answered: true, IsError: isErrorAnswer(raw)})
+		}
 	})
+	if len(t.receipt) == 0 {
+		return raw
+	}
+	out, err := withResultMeta(raw, t.receipt)
+	if err != nil {
+		// The upstream's answer is passed on as it came; only the receipt is lost.
+		t.log.Warn("could not add the receipt to a result", "err", err)
+		return raw
+	}
+	return out
 }
 
 func (t *tracker) failed(why string) {
@@ -446,7 +518,9 @@ func (t *tracker) failed(why string) {
 		return
 	}
 	t.once.Do(func() {
-		t.done(Outcome{Forwarded: t.start, Duration: t.now().Sub(t.start), Err: why})
+		if t.done != nil {
+			t.done(Outcome{Forwarded: t.start, Duration: t.now().Sub(t.start), Err: why})
+		}
 	})
 }
 

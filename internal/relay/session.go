@@ -188,6 +188,11 @@ func (r *Relay) serveSession(w http.ResponseWriter, req *http.Request, up *Upstr
 				direct = append(direct, denialResponse(&m, d))
 				continue
 			}
+			if err := tr.attach(&m); err != nil {
+				tr.failed(err.Error())
+				direct = append(direct, errorResponse(m.ID, codeInvalidParams, err.Error()))
+				continue
+			}
 			if tr != nil {
 				s.mu.Lock()
 				s.trackers[idKey(m.ID)] = tr
@@ -532,7 +537,7 @@ func (s *session) answer(id json.RawMessage, b []byte) {
 	t := s.trackers[k]
 	delete(s.trackers, k)
 	s.mu.Unlock()
-	t.answered(b)
+	b = t.answered(b)
 	if st == nil {
 		return
 	}

@@ -103,6 +103,11 @@ func (r *Relay) stdioMessage(ctx context.Context, line []byte, w *lineWriter, sk
 			w.write(denialResponse(&m, d))
 			return
 		}
+		if err := tr.attach(&m); err != nil {
+			tr.failed(err.Error())
+			w.write(errorResponse(m.ID, codeInvalidParams, err.Error()))
+			return
+		}
 		if tr != nil {
 			sk.mu.Lock()
 			sk.trackers[idKey(m.ID)] = tr
@@ -159,17 +164,18 @@ type stdioSink struct {
 	listChanged func(*message)
 }
 
-// finish ends the tracker of a request: answered with raw, or failed with why.
-func (s *stdioSink) finish(id json.RawMessage, raw []byte, why string) {
+// finish ends the tracker of a request: answered with raw (returned as the
+// client gets it, with its receipt), or failed with why.
+func (s *stdioSink) finish(id json.RawMessage, raw []byte, why string) []byte {
 	s.mu.Lock()
 	t := s.trackers[idKey(id)]
 	delete(s.trackers, idKey(id))
 	s.mu.Unlock()
 	if raw != nil {
-		t.answered(raw)
-	} else {
-		t.failed(why)
+		return t.answered(raw)
 	}
+	t.failed(why)
+	return nil
 }
 
 func (s *stdioSink) track(id json.RawMessage, open bool) {
@@ -183,13 +189,14 @@ func (s *stdioSink) track(id json.RawMessage, open bool) {
 }
 
 func (s *stdioSink) fromUpstream(_ leg, m message, _ string) {
+	raw := m.Raw
 	if m.isResponse() {
 		s.track(m.ID, false)
-		s.finish(m.ID, m.Raw, "")
+		raw = s.finish(m.ID, m.Raw, "")
 	} else if m.isNotification() {
 		s.listChanged(&m)
 	}
-	s.w.write(m.Raw)
+	s.w.write(raw)
 }
 
 func (s *stdioSink) legFailed(_ leg, err error) {

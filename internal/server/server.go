@@ -11,12 +11,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/interlock-dev/interlock/internal/credential"
 )
 
 // Error is the one error type handlers return: the HTTP status and public
@@ -62,6 +66,19 @@ func (s *Server) handle(fn HandlerFunc) http.Handler {
 	})
 }
 
+// writeDoc serves a public document that caches may keep for maxAge.
+func writeDoc(w http.ResponseWriter, contentType string, b []byte, maxAge time.Duration) error {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(maxAge.Seconds())))
+	h.Set("Access-Control-Allow-Origin", "*") // public keys and lists: any verifier, browsers too
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	return nil
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -76,12 +93,34 @@ type Options struct {
 	AllowedHosts []string
 	// MCP serves /mcp and /mcp/{upstream}.
 	MCP http.Handler
+	// Credentials publishes what verifiers of interlock's action
+	// credentials fetch: /.well-known/jwks.json, /.well-known/did.json,
+	// /status/{list} and the JSON-LD context /ns/credentials/v1. Nil: not
+	// served.
+	Credentials Publisher
 	// Metrics serves /metrics.
 	Metrics http.Handler
 	// Ready reports readiness (store reachable, ...); nil means always ready.
 	Ready  func(ctx context.Context) error
 	Logger *slog.Logger
 }
+
+// Publisher is the public side of the credential issuer.
+type Publisher interface {
+	JWKS(ctx context.Context) ([]byte, error)
+	DIDDocument(ctx context.Context) ([]byte, error)
+	StatusListCredential(ctx context.Context, list string) ([]byte, time.Duration, error)
+	ContextDocument() []byte
+}
+
+// Cache lifetimes of published documents. Keys are re-read often enough
+// for verifiers to see a rotation in time: a new key signs nothing until
+// it is published, and verifiers refetch on an unknown kid.
+const (
+	jwksMaxAge = 5 * time.Minute
+	didMaxAge  = 5 * time.Minute
+	ctxMaxAge  = 24 * time.Hour
+)
 
 // Server is the HTTP surface.
 type Server struct {
@@ -103,6 +142,35 @@ func New(opts Options) *Server {
 	}
 	if opts.Metrics != nil {
 		s.mux.Handle("GET /metrics", opts.Metrics)
+	}
+	if p := opts.Credentials; p != nil {
+		s.mux.Handle("GET /.well-known/jwks.json", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			b, err := p.JWKS(r.Context())
+			if err != nil {
+				return Errorf(http.StatusServiceUnavailable, "the key set is not available", err)
+			}
+			return writeDoc(w, "application/jwk-set+json", b, jwksMaxAge)
+		}))
+		s.mux.Handle("GET /.well-known/did.json", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			b, err := p.DIDDocument(r.Context())
+			if err != nil {
+				return Errorf(http.StatusServiceUnavailable, "the DID document is not available", err)
+			}
+			return writeDoc(w, "application/did+json", b, didMaxAge)
+		}))
+		s.mux.Handle("GET /status/{list}", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			b, ttl, err := p.StatusListCredential(r.Context(), r.PathValue("list"))
+			if errors.Is(err, credential.ErrUnknownStatusList) {
+				return Errorf(http.StatusNotFound, "no such status list", err)
+			}
+			if err != nil {
+				return Errorf(http.StatusServiceUnavailable, "the status list is not available", err)
+			}
+			return writeDoc(w, "application/vc+jwt", b, ttl)
+		}))
+		s.mux.Handle("GET /ns/credentials/v1", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			return writeDoc(w, "application/ld+json", p.ContextDocument(), ctxMaxAge)
+		}))
 	}
 	s.mux.Handle("GET /healthz", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
