@@ -694,6 +694,27 @@ func TestStatusListCache(t *testing.T) {
 	}
 }
 
+// A revocation made by another process or replica (a second Issuer on the
+// same store) shows in this one's status list at once, cache or not.
+func TestStatusListSeesOtherReplicasRevocation(t *testing.T) {
+	e := newEnv(t, AlgEdDSA)
+	ctx := t.Context()
+	_, rec, err := e.iss.Issue(ctx, sampleAction())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bits, _ := listBits(t, e.iss, rec.StatusList); bit(bits, rec.StatusIndex) { // cached now
+		t.Fatal("bit set before revocation")
+	}
+	other := e.open(t, AlgEdDSA, testKEK(1))
+	if _, err := other.Revoke(ctx, rec.ID, "revoked elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	if bits, _ := listBits(t, e.iss, rec.StatusList); !bit(bits, rec.StatusIndex) {
+		t.Error("the other replica's revocation is not in this replica's status list")
+	}
+}
+
 // revokeAt records and revokes credentials at the given indexes of list
 // "1" directly in the store.
 func revokeAt(t *testing.T, e *env, idx ...int) {

@@ -100,8 +100,9 @@ type Issuer struct {
 }
 
 type cachedList struct {
-	token []byte
-	built time.Time
+	token   []byte
+	built   time.Time
+	revoked []int // sorted: the indexes the list was built with
 }
 
 // New returns an Issuer: it loads the signing keys from the store (every

@@ -131,34 +131,37 @@ func validListName(list string) bool {
 
 // StatusListCredential returns the signed Bitstring Status List credential
 // (a VC-JWT, typ vc+jwt) of list, and for how long it may be cached
-// (max-age). A built list is kept for StatusListCacheTTL; Revoke drops it.
+// (max-age). The revoked indexes are read from the store every time, so a
+// revocation made by any process or replica shows at once; the signed list
+// is rebuilt only when they changed or it is older than StatusListCacheTTL.
 // A list with no revoked credential (or none at all) is all zeros.
 func (i *Issuer) StatusListCredential(ctx context.Context, list string) ([]byte, time.Duration, error) {
 	if !validListName(list) {
 		return nil, 0, fmt.Errorf("%w: %q", ErrUnknownStatusList, list)
 	}
+	revoked, err := i.st.RevokedStatusIndexes(ctx, list)
+	if err != nil {
+		return nil, 0, fmt.Errorf("credential: status list %s: %w", list, err)
+	}
+	slices.Sort(revoked)
 	now := i.now()
 	i.cacheMu.Lock()
 	defer i.cacheMu.Unlock() // one build at a time; builds are rare
-	if c, ok := i.cache[list]; ok {
+	if c, ok := i.cache[list]; ok && slices.Equal(c.revoked, revoked) {
 		if left := c.built.Add(StatusListCacheTTL).Sub(now); left > 0 {
 			return c.token, max(left.Truncate(time.Second), time.Second), nil
 		}
-		delete(i.cache, list)
 	}
-	tok, err := i.buildStatusList(ctx, list, now)
+	delete(i.cache, list)
+	tok, err := i.buildStatusList(ctx, list, revoked, now)
 	if err != nil {
 		return nil, 0, err
 	}
-	i.cache[list] = cachedList{token: tok, built: now}
+	i.cache[list] = cachedList{token: tok, built: now, revoked: revoked}
 	return tok, StatusListCacheTTL, nil
 }
 
-func (i *Issuer) buildStatusList(ctx context.Context, list string, now time.Time) ([]byte, error) {
-	revoked, err := i.st.RevokedStatusIndexes(ctx, list)
-	if err != nil {
-		return nil, fmt.Errorf("credential: status list %s: %w", list, err)
-	}
+func (i *Issuer) buildStatusList(ctx context.Context, list string, revoked []int, now time.Time) ([]byte, error) {
 	bits := make([]byte, i.size/8)
 	for _, idx := range revoked {
 		if idx < 0 || idx >= i.size {

@@ -4,6 +4,7 @@
 //
 //	acme                       # stdio
 //	acme -http 127.0.0.1:8471  # http://127.0.0.1:8471/mcp, stateful sessions
+//	acme -verify-issuer http://127.0.0.1:8470  # refuse calls without a valid interlock credential
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/examples/acme"
+	"github.com/interlock-dev/interlock/verify"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -37,6 +39,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	addr := fs.String("http", "", "serve Streamable HTTP at this address (path /mcp) instead of stdio")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	issuer := fs.String("verify-issuer", "", "interlock's public URL: refuse every tool call without a valid credential it issued for exactly that call")
+	upstream := fs.String("upstream-name", acme.DefaultUpstream, "the name interlock knows this server by (with -verify-issuer)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,7 +52,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	server := acme.NewServer(acme.Options{Logger: logger})
+	opts := acme.Options{Logger: logger, Upstream: *upstream}
+	if *issuer != "" {
+		v, err := verify.New(verify.Options{Issuer: *issuer})
+		if err != nil {
+			return fmt.Errorf("-verify-issuer: %w", err)
+		}
+		opts.Verifier = v
+		logger.Info("acme: verifying interlock credentials", "issuer", *issuer, "upstream", *upstream)
+	}
+	server := acme.NewServer(opts)
 
 	if *addr == "" {
 		logger.Info("acme: serving MCP on stdio")
