@@ -180,7 +180,9 @@ type Store interface {
 	// RevokeAgentToken makes it grow; reads do not. TouchAgentToken and the
 	// Meta methods do not either: LastUsedAt is bookkeeping that no cache
 	// decision depends on, and bumping on every (coalesced) touch would
-	// empty every principal cache in every replica all the time.
+	// empty every principal cache in every replica all the time. Nor do
+	// the ApprovalStore and PasskeyStore methods: approvals, votes,
+	// passkeys and enrollments are not part of any principal.
 	Generation(ctx context.Context) (int64, error)
 
 	// Meta is a small key-value area for installation-wide values such as the
@@ -194,6 +196,8 @@ type Store interface {
 
 	AuditStore
 	CredentialStore
+	ApprovalStore
+	PasskeyStore
 
 	// Ping checks that the store answers (readiness).
 	Ping(ctx context.Context) error
@@ -370,4 +374,204 @@ type CredentialStore interface {
 	CountStatusIndexes(ctx context.Context, list string) (int, error)
 	// RevokedStatusIndexes lists the indexes of revoked credentials in list.
 	RevokedStatusIndexes(ctx context.Context, list string) ([]int, error)
+}
+
+// ---- human approvals ----
+
+// ErrNotPending: an approval was asked to change (a vote, an expiry, a
+// cancellation) when it is no longer pending: it was decided, expired or
+// cancelled, or its ExpiresAt has passed. The error's message names the
+// state it is in.
+var ErrNotPending = errors.New("store: approval is not pending")
+
+// ApprovalState is the lifecycle state of an approval. It starts pending
+// and moves once to one of the other four, which are final.
+type ApprovalState string
+
+// Approval states.
+const (
+	ApprovalPending   ApprovalState = "pending"
+	ApprovalApproved  ApprovalState = "approved"
+	ApprovalDenied    ApprovalState = "denied"
+	ApprovalExpired   ApprovalState = "expired"
+	ApprovalCancelled ApprovalState = "cancelled"
+)
+
+// Valid reports whether s is one of the five states.
+func (s ApprovalState) Valid() bool {
+	switch s {
+	case ApprovalPending, ApprovalApproved, ApprovalDenied, ApprovalExpired, ApprovalCancelled:
+		return true
+	}
+	return false
+}
+
+// ApprovalTimeoutReason is the Reason ExpireApprovals gives the approvals
+// it expires.
+const ApprovalTimeoutReason = "nobody answered in time"
+
+// Approval is one request for human approval of one agent tool call (a call
+// the policy marks "approve"). The store keeps it as given, with the votes
+// cast on it; it does not judge who may vote (the approval package checks
+// a voter against Approvers and SeparationOfDuties before VoteApproval).
+type Approval struct {
+	ID         string // opaque, unique
+	AgentID    string // Agent.ID; must exist
+	OwnerID    string // the agent's owner's User.ID when the approval was created
+	DecisionID string // the gate's decision that asked for it
+	Upstream   string
+	Tool       string
+	ArgsDigest string // hex SHA-256 of the canonical arguments
+	// Arguments is the JSON object the approver is shown (the caller may
+	// have redacted it). Kept as given.
+	Arguments []byte
+	Rule      string // the policy rule that asked for approval
+	// Approvers are the requirement terms ("owner", "role:R",
+	// "user:EMAIL"), kept in the order given; nil when empty.
+	Approvers          []string
+	Quorum             int // approve votes needed; at least 1
+	SeparationOfDuties bool
+	BindingMessage     string
+	RiskScore          int
+	Source             string // "mcp" or "ciba"
+	// ClientData is opaque JSON the creator keeps with the approval (for
+	// example a CIBA delivery mode and notification endpoint). May be nil.
+	ClientData []byte
+	State      ApprovalState
+	CreatedAt  time.Time
+	ExpiresAt  time.Time // required: a pending approval always expires
+	DecidedAt  time.Time // when it left pending; zero while pending
+	// Reason is why it was denied (the approver's reason), expired or
+	// cancelled; empty otherwise.
+	Reason string
+	Votes  []ApprovalVote // in the order cast; nil when none
+}
+
+// ApprovalVote is one approver's vote on an approval.
+type ApprovalVote struct {
+	UserID   string // the voter's User.ID; one vote per user and approval
+	Email    string // stored lower-case (NormalizeEmail)
+	Approve  bool   // false: deny
+	Reason   string
+	Method   string // how the voter proved presence, e.g. "webauthn-uv"
+	Evidence []byte // JSON kept as evidence (the WebAuthn assertion); may be nil
+	At       time.Time
+}
+
+// ApprovalFilter selects approvals. Zero fields select all.
+type ApprovalFilter struct {
+	State   ApprovalState
+	AgentID string
+	Limit   int // at most this many (0: no limit), newest first
+}
+
+// ApprovalStore is the human-approval part of the store (Store embeds it).
+// None of its methods bumps the Generation. Every method that returns
+// several approvals returns them newest (CreatedAt, then ID) first, each
+// with its votes. A zero time passed to VoteApproval, FinishApproval,
+// ExpireApprovals or CancelAgentApprovals is ErrInvalid.
+type ApprovalStore interface {
+	// CreateApproval stores a new pending approval. ErrAlreadyExists for a
+	// duplicate ID; ErrInvalid for an empty ID or AgentID, an agent that
+	// does not exist, a Quorum below 1, a State other than pending, a zero
+	// ExpiresAt, a non-zero DecidedAt or any Votes.
+	CreateApproval(ctx context.Context, a Approval) error
+	// GetApproval returns the approval with its votes; ErrNotFound if none.
+	GetApproval(ctx context.Context, id string) (Approval, error)
+	ListApprovals(ctx context.Context, f ApprovalFilter) ([]Approval, error)
+	// FindPendingApproval returns the pending approval, not yet expired at
+	// now (ExpiresAt > now), for exactly this agent, upstream, tool and
+	// arguments digest (the newest if several), so that a retried call
+	// joins it; ErrNotFound if there is none.
+	FindPendingApproval(ctx context.Context, agentID, upstream, tool, argsDigest string, now time.Time) (Approval, error)
+	// VoteApproval records v on approval id atomically (one transaction;
+	// concurrent voters, in any replicas, are serialised on the approval)
+	// and returns the approval after the vote. A deny vote moves it to
+	// denied (Reason = v.Reason, DecidedAt = v.At); an approve vote that
+	// brings the approve votes to Quorum moves it to approved (DecidedAt =
+	// v.At). ErrNotFound for an unknown id; ErrNotPending when it is not
+	// pending or its ExpiresAt <= v.At, with the approval as it is and
+	// unchanged; ErrAlreadyExists when v.UserID has voted on it already;
+	// ErrInvalid for an empty v.UserID.
+	VoteApproval(ctx context.Context, id string, v ApprovalVote) (Approval, error)
+	// FinishApproval moves a pending approval to state, which must be
+	// expired or cancelled (else ErrInvalid), with reason, at `at`, and
+	// returns it. ErrNotFound for an unknown id; ErrNotPending when it is
+	// not pending, with the approval as it is and unchanged. It does not
+	// look at ExpiresAt.
+	FinishApproval(ctx context.Context, id string, state ApprovalState, reason string, at time.Time) (Approval, error)
+	// ExpireApprovals moves every pending approval whose ExpiresAt <= now
+	// to expired (Reason ApprovalTimeoutReason, DecidedAt now) and returns
+	// them. Of concurrent callers each approval is returned by one.
+	ExpireApprovals(ctx context.Context, now time.Time) ([]Approval, error)
+	// CancelAgentApprovals moves every pending approval of the given
+	// agents to cancelled (Reason reason, DecidedAt at), expired or not
+	// (the kill switch), and returns them. No agents is no change.
+	CancelAgentApprovals(ctx context.Context, agentIDs []string, reason string, at time.Time) ([]Approval, error)
+}
+
+// ---- approver passkeys and their enrollment ----
+
+// ErrEnrollmentUsed: an enrollment was already used or has expired when
+// someone tried to use it.
+var ErrEnrollmentUsed = errors.New("store: enrollment already used or expired")
+
+// Passkey is one WebAuthn credential of a user (an approver).
+type Passkey struct {
+	ID         []byte // the WebAuthn credential id; unique
+	UserID     string // User.ID; must exist
+	PublicKey  []byte // COSE key
+	SignCount  uint32
+	AAGUID     []byte
+	Transports []string // kept in the order given; nil when empty
+	Flags      uint8    // authenticator flags as go-webauthn keeps them (opaque here)
+	Name       string
+	CreatedAt  time.Time
+	LastUsedAt time.Time // zero: never used
+}
+
+// Enrollment is a one-time invitation for a user to register a passkey.
+// Only the SHA-256 hash of its token is stored.
+type Enrollment struct {
+	TokenHash []byte // sha256(token), TokenHashSize bytes, unique
+	UserID    string // User.ID; must exist
+	CreatedBy string // who made it (a user id, or a system name)
+	CreatedAt time.Time
+	ExpiresAt time.Time // required
+	UsedAt    time.Time // zero: not used
+}
+
+// PasskeyStore is the approver-passkey part of the store (Store embeds
+// it). None of its methods bumps the Generation.
+type PasskeyStore interface {
+	// CreatePasskey stores p. ErrAlreadyExists for a duplicate ID;
+	// ErrInvalid for an empty ID, UserID or PublicKey, or a user that does
+	// not exist.
+	CreatePasskey(ctx context.Context, p Passkey) error
+	// ListPasskeys returns the user's passkeys in CreatedAt (then ID)
+	// order; empty for an unknown user.
+	ListPasskeys(ctx context.Context, userID string) ([]Passkey, error)
+	// GetPasskey returns the passkey with credential id id; ErrNotFound if
+	// none.
+	GetPasskey(ctx context.Context, id []byte) (Passkey, error)
+	// UpdatePasskeyUse records a use: it sets SignCount and LastUsedAt in
+	// one conditional statement, but only when signCount is above the
+	// stored count or both are 0 (an authenticator without a counter);
+	// otherwise the passkey may be cloned and it is ErrInvalid, with
+	// nothing changed. ErrNotFound for an unknown id; ErrInvalid for a zero
+	// at.
+	UpdatePasskeyUse(ctx context.Context, id []byte, signCount uint32, at time.Time) error
+	// DeletePasskey removes it; ErrNotFound if none.
+	DeletePasskey(ctx context.Context, id []byte) error
+
+	// CreateEnrollment stores e. ErrAlreadyExists for a duplicate
+	// TokenHash; ErrInvalid for a TokenHash that is not TokenHashSize bytes,
+	// an empty UserID or one that does not exist, or a zero ExpiresAt.
+	CreateEnrollment(ctx context.Context, e Enrollment) error
+	// UseEnrollment marks the enrollment with tokenHash used at `at`
+	// atomically (of concurrent users, in any replicas, one succeeds) and
+	// returns it after the use. ErrNotFound if none has that hash;
+	// ErrEnrollmentUsed if it was used already or is expired at `at`
+	// (ExpiresAt <= at); ErrInvalid for a zero at.
+	UseEnrollment(ctx context.Context, tokenHash []byte, at time.Time) (Enrollment, error)
 }

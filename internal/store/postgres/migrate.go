@@ -134,6 +134,73 @@ var migrations = []migration{
 			UNIQUE (status_list, status_index)
 		)`,
 	}},
+	// 5: human approvals and their votes, approvers' passkeys and their
+	// one-time enrollments (see the SQLite backend). A vote is cast in a
+	// transaction that holds the approval's row lock.
+	{stmts: []string{
+		`CREATE TABLE approvals (
+			id                   TEXT    COLLATE "C" NOT NULL PRIMARY KEY,
+			agent_id             TEXT    COLLATE "C" NOT NULL REFERENCES agents (id),
+			owner_id             TEXT    NOT NULL,
+			decision_id          TEXT    NOT NULL,
+			upstream             TEXT    NOT NULL,
+			tool                 TEXT    NOT NULL,
+			args_digest          TEXT    NOT NULL,
+			arguments            BYTEA,
+			rule                 TEXT    NOT NULL,
+			approvers            TEXT    NOT NULL,
+			quorum               BIGINT  NOT NULL CHECK (quorum >= 1),
+			separation_of_duties INTEGER NOT NULL CHECK (separation_of_duties IN (0, 1)),
+			binding_message      TEXT    NOT NULL,
+			risk_score           BIGINT  NOT NULL,
+			source               TEXT    NOT NULL,
+			client_data          BYTEA,
+			state                TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'cancelled')),
+			created_at           BIGINT,
+			expires_at           BIGINT  NOT NULL,
+			decided_at           BIGINT,
+			reason               TEXT    NOT NULL
+		)`,
+		`CREATE INDEX approvals_created ON approvals (created_at, id)`,
+		`CREATE INDEX approvals_agent ON approvals (agent_id, created_at)`,
+		`CREATE INDEX approvals_pending_call ON approvals (agent_id, upstream, tool, args_digest, created_at)
+			WHERE state = 'pending'`,
+		`CREATE INDEX approvals_pending_expiry ON approvals (expires_at) WHERE state = 'pending'`,
+		`CREATE TABLE approval_votes (
+			approval_id TEXT    COLLATE "C" NOT NULL REFERENCES approvals (id),
+			seq         INTEGER NOT NULL CHECK (seq >= 1),
+			user_id     TEXT    COLLATE "C" NOT NULL,
+			email       TEXT    NOT NULL,
+			approve     INTEGER NOT NULL CHECK (approve IN (0, 1)),
+			reason      TEXT    NOT NULL,
+			method      TEXT    NOT NULL,
+			evidence    BYTEA,
+			at          BIGINT  NOT NULL,
+			PRIMARY KEY (approval_id, seq),
+			UNIQUE (approval_id, user_id)
+		)`,
+		`CREATE TABLE passkeys (
+			id           BYTEA   NOT NULL PRIMARY KEY,
+			user_id      TEXT    COLLATE "C" NOT NULL REFERENCES users (id),
+			public_key   BYTEA   NOT NULL,
+			sign_count   BIGINT  NOT NULL CHECK (sign_count BETWEEN 0 AND 4294967295),
+			aaguid       BYTEA,
+			transports   TEXT    NOT NULL,
+			flags        INTEGER NOT NULL CHECK (flags BETWEEN 0 AND 255),
+			name         TEXT    NOT NULL,
+			created_at   BIGINT,
+			last_used_at BIGINT
+		)`,
+		`CREATE INDEX passkeys_user_id ON passkeys (user_id, created_at, id)`,
+		`CREATE TABLE enrollments (
+			token_hash BYTEA  NOT NULL PRIMARY KEY,
+			user_id    TEXT   COLLATE "C" NOT NULL REFERENCES users (id),
+			created_by TEXT   NOT NULL,
+			created_at BIGINT,
+			expires_at BIGINT NOT NULL,
+			used_at    BIGINT
+		)`,
+	}},
 }
 
 // lockMigrations takes the transaction-level advisory lock that serialises

@@ -144,6 +144,81 @@ var migrations = []migration{
 			UNIQUE (status_list, status_index)
 		) WITHOUT ROWID`,
 	}},
+	// 5: human approvals and their votes, approvers' passkeys and their
+	// one-time enrollments.
+	//
+	// An approval's votes are rows of approval_votes numbered in the order
+	// cast (seq), one per user (UNIQUE); a vote is cast in a transaction
+	// that holds the approval (the writer here, a row lock in PostgreSQL).
+	// approvers and transports are JSON text arrays like roles. The two
+	// partial indexes serve FindPendingApproval and ExpireApprovals, which
+	// only look at pending approvals; approvals_created serves listings,
+	// newest first. Passkeys are keyed by their WebAuthn credential id (a
+	// BLOB), enrollments by the SHA-256 hash of their token.
+	{stmts: []string{
+		`CREATE TABLE approvals (
+			id                   TEXT    NOT NULL PRIMARY KEY,
+			agent_id             TEXT    NOT NULL REFERENCES agents (id),
+			owner_id             TEXT    NOT NULL,
+			decision_id          TEXT    NOT NULL,
+			upstream             TEXT    NOT NULL,
+			tool                 TEXT    NOT NULL,
+			args_digest          TEXT    NOT NULL,
+			arguments            BLOB,
+			rule                 TEXT    NOT NULL,
+			approvers            TEXT    NOT NULL,
+			quorum               INTEGER NOT NULL CHECK (quorum >= 1),
+			separation_of_duties INTEGER NOT NULL CHECK (separation_of_duties IN (0, 1)),
+			binding_message      TEXT    NOT NULL,
+			risk_score           INTEGER NOT NULL,
+			source               TEXT    NOT NULL,
+			client_data          BLOB,
+			state                TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'cancelled')),
+			created_at           BIGINT,
+			expires_at           BIGINT  NOT NULL,
+			decided_at           BIGINT,
+			reason               TEXT    NOT NULL
+		)`,
+		`CREATE INDEX approvals_created ON approvals (created_at, id)`,
+		`CREATE INDEX approvals_agent ON approvals (agent_id, created_at)`,
+		`CREATE INDEX approvals_pending_call ON approvals (agent_id, upstream, tool, args_digest, created_at)
+			WHERE state = 'pending'`,
+		`CREATE INDEX approvals_pending_expiry ON approvals (expires_at) WHERE state = 'pending'`,
+		`CREATE TABLE approval_votes (
+			approval_id TEXT    NOT NULL REFERENCES approvals (id),
+			seq         INTEGER NOT NULL CHECK (seq >= 1),
+			user_id     TEXT    NOT NULL,
+			email       TEXT    NOT NULL,
+			approve     INTEGER NOT NULL CHECK (approve IN (0, 1)),
+			reason      TEXT    NOT NULL,
+			method      TEXT    NOT NULL,
+			evidence    BLOB,
+			at          BIGINT  NOT NULL,
+			PRIMARY KEY (approval_id, seq),
+			UNIQUE (approval_id, user_id)
+		)`,
+		`CREATE TABLE passkeys (
+			id           BLOB    NOT NULL PRIMARY KEY,
+			user_id      TEXT    NOT NULL REFERENCES users (id),
+			public_key   BLOB    NOT NULL,
+			sign_count   INTEGER NOT NULL CHECK (sign_count BETWEEN 0 AND 4294967295),
+			aaguid       BLOB,
+			transports   TEXT    NOT NULL,
+			flags        INTEGER NOT NULL CHECK (flags BETWEEN 0 AND 255),
+			name         TEXT    NOT NULL,
+			created_at   BIGINT,
+			last_used_at BIGINT
+		)`,
+		`CREATE INDEX passkeys_user_id ON passkeys (user_id, created_at, id)`,
+		`CREATE TABLE enrollments (
+			token_hash BLOB   NOT NULL PRIMARY KEY,
+			user_id    TEXT   NOT NULL REFERENCES users (id),
+			created_by TEXT   NOT NULL,
+			created_at BIGINT,
+			expires_at BIGINT NOT NULL,
+			used_at    BIGINT
+		)`,
+	}},
 }
 
 // migrate brings the schema up to date, one migration per transaction, and

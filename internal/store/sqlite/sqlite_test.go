@@ -295,6 +295,10 @@ func TestAuditIndexesDropped(t *testing.T) {
 		`CREATE INDEX audit_events_agent_id ON audit_events (agent_id, seq)`,
 		`DROP TABLE signing_keys`, // migration 4
 		`DROP TABLE credentials`,
+		`DROP TABLE approval_votes`, // migration 5
+		`DROP TABLE approvals`,
+		`DROP TABLE passkeys`,
+		`DROP TABLE enrollments`,
 		`DELETE FROM migrations WHERE num >= 3`,
 	} {
 		if _, err := s.w.ExecContext(ctx, q); err != nil {

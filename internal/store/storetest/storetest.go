@@ -2,9 +2,12 @@
 // must pass: Run exercises each method of the interface, its sentinel errors,
 // the Generation counter, Meta, the audit chain's continuity checks and
 // filters, checkpoints, budget counters, signing keys and credential
-// records, and the concurrency guarantees the rest of interlock relies on
-// (contiguous concurrent appends, budgets that concurrent charges never
-// overrun, credentials that concurrent consumers never overuse).
+// records, approvals and their votes, passkeys and enrollments, and the
+// concurrency guarantees the rest of interlock relies on (contiguous
+// concurrent appends, budgets that concurrent charges never overrun,
+// credentials that concurrent consumers never overuse, approvals that
+// concurrent voters decide once without losing a vote, enrollments used
+// once).
 //
 // It must not depend on any one backend's behaviour (it will run against
 // SQLite and PostgreSQL alike), must not sleep or assert on timing, and must
@@ -68,6 +71,18 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentConsumeCredential", testConcurrentConsume},
 		{"RevokeCredential", testRevokeCredential},
 		{"StatusIndexes", testStatusIndexes},
+		{"CreateApproval", testCreateApproval},
+		{"ListApprovals", testListApprovals},
+		{"FindPendingApproval", testFindPendingApproval},
+		{"VoteApproval", testVoteApproval},
+		{"ConcurrentVoteApproval", testConcurrentVotes},
+		{"FinishApproval", testFinishApproval},
+		{"ExpireApprovals", testExpireApprovals},
+		{"ConcurrentExpireApprovals", testConcurrentExpire},
+		{"CancelAgentApprovals", testCancelAgentApprovals},
+		{"Passkeys", testPasskeys},
+		{"Enrollments", testEnrollments},
+		{"ConcurrentUseEnrollment", testConcurrentUseEnrollment},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -873,6 +888,35 @@ func testGeneration(t *testing.T, s store.Store) {
 		{"LookupPrincipal", false, func() error { _, err := s.LookupPrincipal(ctx, newToken("tok-1", "").Hash); return err }},
 		{"TouchAgentToken", false, func() error { return s.TouchAgentToken(ctx, "tok-1", t0.Add(time.Hour)) }},
 		{"RevokeAgentToken", true, func() error { return s.RevokeAgentToken(ctx, "tok-1", t0.Add(time.Hour)) }},
+		{"CreateApproval", false, func() error { return s.CreateApproval(ctx, newApproval("ap-1", "agent-1", t0)) }},
+		{"CreateApproval 2", false, func() error { return s.CreateApproval(ctx, newApproval("ap-2", "agent-1", t0)) }},
+		{"GetApproval", false, func() error { _, err := s.GetApproval(ctx, "ap-1"); return err }},
+		{"ListApprovals", false, func() error { _, err := s.ListApprovals(ctx, store.ApprovalFilter{}); return err }},
+		{"FindPendingApproval", false, func() error {
+			a := newApproval("ap-1", "agent-1", t0)
+			_, err := s.FindPendingApproval(ctx, a.AgentID, a.Upstream, a.Tool, a.ArgsDigest, t0)
+			return err
+		}},
+		{"VoteApproval", false, func() error { _, err := s.VoteApproval(ctx, "ap-1", newVote("u1", true, t0)); return err }},
+		{"FinishApproval", false, func() error {
+			_, err := s.FinishApproval(ctx, "ap-2", store.ApprovalCancelled, "test", t0)
+			return err
+		}},
+		{"ExpireApprovals", false, func() error { _, err := s.ExpireApprovals(ctx, t0.Add(time.Hour)); return err }},
+		{"CancelAgentApprovals", false, func() error {
+			_, err := s.CancelAgentApprovals(ctx, []string{"agent-1"}, "test", t0)
+			return err
+		}},
+		{"CreatePasskey", false, func() error { return s.CreatePasskey(ctx, newPasskey("1", "u1", t0)) }},
+		{"GetPasskey", false, func() error { _, err := s.GetPasskey(ctx, newPasskey("1", "", t0).ID); return err }},
+		{"ListPasskeys", false, func() error { _, err := s.ListPasskeys(ctx, "u1"); return err }},
+		{"UpdatePasskeyUse", false, func() error { return s.UpdatePasskeyUse(ctx, newPasskey("1", "", t0).ID, 9, t0) }},
+		{"DeletePasskey", false, func() error { return s.DeletePasskey(ctx, newPasskey("1", "", t0).ID) }},
+		{"CreateEnrollment", false, func() error { return s.CreateEnrollment(ctx, newEnrollment("1", "u1", t0)) }},
+		{"UseEnrollment", false, func() error {
+			_, err := s.UseEnrollment(ctx, newEnrollment("1", "", t0).TokenHash, t0)
+			return err
+		}},
 		{"PutMetaIfAbsent", false, func() error { _, err := s.PutMetaIfAbsent(ctx, "k", []byte("v")); return err }},
 		{"GetMeta", false, func() error { _, err := s.GetMeta(ctx, "k"); return err }},
 		{"Ping", false, func() error { return s.Ping(ctx) }},
