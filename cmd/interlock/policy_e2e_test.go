@@ -43,6 +43,7 @@ func newPolicyEnv(t *testing.T) *policyEnv {
 storage: {dsn: interlock.db}
 policy: {file: policy.yaml}
 audit: {redact: [customer_id]}
+approvals: {hold: 1s}
 upstreams:
   - name: acme
     url: %s
@@ -91,14 +92,20 @@ func TestPolicyDecidesEveryCall(t *testing.T) {
 	if r := order(3, 40); r.isError || !strings.Contains(r.text, "ORD-") {
 		t.Fatalf("small order: %+v", r)
 	}
-	// A large order needs the owner's approval, which cannot be given yet:
-	// refused with a reason that says so, naming the rule and the decision.
+	// A large order needs the owner's approval: the call is held, and
+	// when nobody answers within the hold the agent is told the request
+	// is pending, by whom it must be approved, and that a retry joins it.
 	r := order(10, 120)
-	if !r.isError || !strings.Contains(r.text, "needs approval") || !strings.Contains(r.text, "owner") || !strings.Contains(r.text, "dec_") {
+	if !r.isError || !strings.Contains(r.text, "holding this call for approval by the agent's owner") || !strings.Contains(r.text, "apr_") || !strings.Contains(r.text, "dec_") {
 		t.Fatalf("large order: %+v", r)
 	}
-	if r.meta["io.interlock/decision"] == nil {
-		t.Errorf("refusal without the decision in _meta: %+v", r.meta)
+	apr, _ := r.meta["io.interlock/approval"].(map[string]any)
+	if r.meta["io.interlock/decision"] == nil || apr == nil || apr["state"] != "pending" || apr["joined"] != false {
+		t.Errorf("refusal _meta: %+v", r.meta)
+	}
+	if r2 := order(10, 120); !r2.isError || r2.meta["io.interlock/approval"].(map[string]any)["id"] != apr["id"] ||
+		r2.meta["io.interlock/approval"].(map[string]any)["joined"] != true {
+		t.Errorf("a retry did not join the pending request: %+v", r2.meta)
 	}
 	// Customer records only with an open support ticket (a lookup).
 	if r := callFull(t, cs, "get_customer_record", map[string]any{"customer_id": "CUST-001"}); r.isError {

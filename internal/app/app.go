@@ -17,6 +17,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/interlock-dev/interlock/internal/approval"
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/config"
@@ -67,20 +68,21 @@ type Options struct {
 
 // App is one gateway process.
 type App struct {
-	Config   *config.Config
-	Store    store.Store
-	Registry *registry.Registry
-	Policy   *PolicySource
-	Catalog  *catalog.Catalog
-	Audit    *audit.Log
-	Gate     *gate.Gate
-	Issuer   *credential.Issuer
-	Relay    *relay.Relay
-	Metrics  *telemetry.Metrics
-	Handler  http.Handler
-	log      *slog.Logger
-	ownStore bool
-	stop     context.CancelFunc // ends background work (catalog)
+	Config    *config.Config
+	Store     store.Store
+	Registry  *registry.Registry
+	Policy    *PolicySource
+	Catalog   *catalog.Catalog
+	Audit     *audit.Log
+	Gate      *gate.Gate
+	Issuer    *credential.Issuer
+	Approvals *approval.Service
+	Relay     *relay.Relay
+	Metrics   *telemetry.Metrics
+	Handler   http.Handler
+	log       *slog.Logger
+	ownStore  bool
+	stop      context.CancelFunc // ends background work (catalog)
 }
 
 const sessionKeyName = "relay.session_key"
@@ -126,7 +128,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Policy, a.Catalog, a.Audit, a.Gate, a.Issuer, a.stop = d.Policy, d.Catalog, d.Audit, d.Gate, d.Issuer, d.stop
+	a.Policy, a.Catalog, a.Audit, a.Gate, a.Issuer, a.Approvals, a.stop = d.Policy, d.Catalog, d.Audit, d.Gate, d.Issuer, d.Approvals, d.stop
 	a.Relay, err = relay.New(relay.Options{
 		Upstreams: ups,
 		Auth:      a.Registry,
@@ -162,12 +164,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 // force, the tool catalog, the audit log, the credential issuer and the
 // gate over them. The HTTP gateway and "interlock wrap" build the same one.
 type DecisionPath struct {
-	Policy  *PolicySource
-	Catalog *catalog.Catalog
-	Audit   *audit.Log
-	Issuer  *credential.Issuer
-	Gate    *gate.Gate
-	stop    context.CancelFunc
+	Policy    *PolicySource
+	Catalog   *catalog.Catalog
+	Audit     *audit.Log
+	Issuer    *credential.Issuer
+	Approvals *approval.Service
+	Gate      *gate.Gate
+	stop      context.CancelFunc
 }
 
 // DecisionOptions configure NewDecisionPath. Config, Store and Catalog are
@@ -180,6 +183,9 @@ type DecisionOptions struct {
 	Now     func() time.Time
 	// Getenv reads INTERLOCK_KEK; nil means os.LookupEnv.
 	Getenv func(string) (string, bool)
+	// Notifier tells approvers about new approval requests; nil: nobody
+	// is told (they see them in the console).
+	Notifier approval.Notifier
 }
 
 // NewDecisionPath loads the policy, opens the audit log and the credential
@@ -206,7 +212,14 @@ func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, err
 	if err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
+	apr, err := approval.New(approval.Options{Store: st, Audit: al, Notifier: o.Notifier,
+		ConsoleURL: cfg.PublicURL + "/console", DefaultTTL: time.Duration(cfg.Approvals.Timeout), Now: now, Logger: log})
+	if err != nil {
+		al.Close()
+		return nil, err
+	}
 	g, err := gate.New(gate.Options{Policy: pol.Current, Catalog: o.Catalog, Audit: al, Credentials: iss,
+		Approvals: apr, Hold: time.Duration(cfg.Approvals.Hold),
 		Budgets: st, Redact: cfg.Audit.Redact, Logger: log, Now: now})
 	if err != nil {
 		al.Close()
@@ -214,7 +227,8 @@ func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, err
 	}
 	bg, stop := context.WithCancel(context.Background())
 	o.Catalog.Start(bg)
-	return &DecisionPath{Policy: pol, Catalog: o.Catalog, Audit: al, Issuer: iss, Gate: g, stop: stop}, nil
+	go apr.Run(bg, time.Second)
+	return &DecisionPath{Policy: pol, Catalog: o.Catalog, Audit: al, Issuer: iss, Approvals: apr, Gate: g, stop: stop}, nil
 }
 
 // OpenIssuer opens the credential issuer on st with the key-encryption key

@@ -32,6 +32,7 @@ type Config struct {
 	Policy       Policy      `yaml:"policy"`
 	Audit        Audit       `yaml:"audit"`
 	Credentials  Credentials `yaml:"credentials"`
+	Approvals    Approvals   `yaml:"approvals"`
 	Log          Log         `yaml:"log"`
 
 	// src remembers where the values came from (file name, line of every
@@ -132,6 +133,18 @@ type Credentials struct {
 	KEKFile string `yaml:"kek_file"`
 	// Algorithm of new signing keys: EdDSA (Ed25519, default) or ES256.
 	Algorithm string `yaml:"algorithm"`
+}
+
+// Approvals configures how calls the policy marks "approve" wait for
+// humans (docs/approvals.md).
+type Approvals struct {
+	// Hold is the longest an agent's call is held open waiting for the
+	// decision. Past it the agent is told the request is still pending
+	// and that calling again with the same arguments joins it. Default 2m.
+	Hold Duration `yaml:"hold"`
+	// Timeout is how long a request stays open for approvers before it
+	// expires. Default 10m.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Log configures log/slog output.

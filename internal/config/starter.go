@@ -102,6 +102,16 @@ audit:
   # How often the head of the audit chain is signed (a checkpoint). Default: 1m.
   checkpoint_interval: 1m
 
+approvals:
+  # Calls the policy marks "approve" are held open while the required
+  # approvers are asked (docs/approvals.md). The longest a call is held;
+  # past it the agent is told the request is still pending and that calling
+  # again with the same arguments joins it. Default: 2m.
+  hold: 2m
+  # How long a request stays open for approvers before it expires.
+  # Default: 10m.
+  timeout: 10m
+
 credentials:
   # Every call interlock forwards carries a short-lived signed credential
   # (docs/credentials.md). Its signing keys are kept in the store, sealed

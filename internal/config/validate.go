@@ -21,6 +21,8 @@ const (
 	DefaultUpstreamTimeout     = 5 * time.Minute
 	DefaultMaxMessageBytes     = 4 << 20
 	DefaultSessionIdleTimeout  = 30 * time.Minute
+	DefaultApprovalHold        = 2 * time.Minute
+	DefaultApprovalTimeout     = 10 * time.Minute
 	DefaultKEKFile             = "interlock.kek"
 	DefaultCredentialAlgorithm = "EdDSA"
 	DefaultLogLevel            = "info"
@@ -107,6 +109,12 @@ func (c *Config) applyDefaults(configDir string) {
 	}
 	if !filepath.IsAbs(c.Credentials.KEKFile) && configDir != "" {
 		c.Credentials.KEKFile = filepath.Join(configDir, c.Credentials.KEKFile)
+	}
+	if c.Approvals.Hold == 0 {
+		c.Approvals.Hold = Duration(DefaultApprovalHold)
+	}
+	if c.Approvals.Timeout == 0 {
+		c.Approvals.Timeout = Duration(DefaultApprovalTimeout)
 	}
 	if c.Credentials.Algorithm == "" {
 		c.Credentials.Algorithm = DefaultCredentialAlgorithm
@@ -311,6 +319,13 @@ func (c *Config) validate() []Problem {
 		if strings.TrimSpace(r) == "" {
 			k.add(fmt.Sprintf("audit.redact[%d]", i), "must name an argument")
 		}
+	}
+
+	if c.Approvals.Hold < 0 {
+		k.add("approvals.hold", "must be positive, got %s", k.show("approvals.hold", c.Approvals.Hold.String()))
+	}
+	if c.Approvals.Timeout < 0 || (c.Approvals.Timeout > 0 && time.Duration(c.Approvals.Timeout) > 24*time.Hour) {
+		k.add("approvals.timeout", "must be positive and at most 24h, got %s", k.show("approvals.timeout", c.Approvals.Timeout.String()))
 	}
 
 	switch c.Credentials.Algorithm {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -413,6 +414,11 @@ type Action struct {
 	Uses int
 	// MaxAmount, when set, is the decision's ceiling on the call's amount.
 	MaxAmount *float64
+	// ID, when set, is the credential's id (a URN) instead of a random
+	// one: Issue then fails with store.ErrAlreadyExists if a credential
+	// with that id exists, so one approval yields one credential however
+	// many callers race for it.
+	ID string
 	// ConsumeNow records the credential with its first use already taken
 	// (at issuance): for the caller that forwards the call right away, it
 	// saves Consume's separate store write. A single-use credential issued
@@ -506,6 +512,9 @@ func (i *Issuer) recordAndSign(ctx context.Context, key *signingKey, rec *store.
 			return "", fmt.Errorf("credential: random: %w", err)
 		}
 		rec.ID = uuidURN(b[:16])
+		if a.ID != "" {
+			rec.ID = a.ID
+		}
 		rec.StatusList = list
 		rec.StatusIndex = int(binary.BigEndian.Uint64(b[16:]) % uint64(i.size))
 		err = i.st.CreateCredential(ctx, *rec)
@@ -515,6 +524,12 @@ func (i *Issuer) recordAndSign(ctx context.Context, key *signingKey, rec *store.
 		}
 		if !errors.Is(err, store.ErrAlreadyExists) {
 			return "", fmt.Errorf("credential: record: %w", err)
+		}
+		if a.ID != "" {
+			// The id, or only the status index, was taken.
+			if _, gerr := i.st.GetCredential(ctx, a.ID); gerr == nil {
+				return "", fmt.Errorf("credential %s: %w", a.ID, store.ErrAlreadyExists)
+			}
 		}
 		lastErr = err
 	}
@@ -614,4 +629,12 @@ func (i *Issuer) Revoke(ctx context.Context, id, reason string) (store.Credentia
 	i.cacheMu.Unlock()
 	i.log.Info("revoked a credential", "id", id, "agent", c.AgentID, "reason", reason)
 	return c, nil
+}
+
+// DerivedID returns the credential id that stands for name (for example an
+// approval id): a UUID URN made from name's SHA-256, the same every time,
+// for Action.ID.
+func DerivedID(name string) string {
+	sum := sha256.Sum256([]byte("interlock credential for " + name))
+	return uuidURN(sum[:16])
 }

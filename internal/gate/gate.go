@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/canon"
+	"github.com/interlock-dev/interlock/internal/approval"
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/credential"
@@ -64,6 +65,21 @@ type Credentials interface {
 	Consume(ctx context.Context, id string) (store.Credential, error)
 }
 
+// Approvals is the approval engine (approval.Service).
+type Approvals interface {
+	Open(ctx context.Context, r approval.Request) (store.Approval, bool, error)
+	Wait(ctx context.Context, id string) (store.Approval, error)
+	Cancel(ctx context.Context, id, reason string) (store.Approval, error)
+	Approved(ctx context.Context, agentID, upstream, tool, argsDigest string) ([]store.Approval, error)
+	Link(id string) string
+}
+
+// DefaultHold is how long a call waits for approval by default.
+const DefaultHold = 120 * time.Second
+
+// progressEvery is how often a held call tells the agent it still waits.
+const progressEvery = 10 * time.Second
+
 // Options configure a Gate. Policy, Audit and Budgets are required;
 // Catalog may be nil (every tool is then unknown and lookups fail closed).
 type Options struct {
@@ -76,6 +92,15 @@ type Options struct {
 	// and accepts calls that present one instead of asking the policy.
 	// Without it calls go on without credentials (tests of the gate alone).
 	Credentials Credentials
+	// Approvals, when set (with Credentials), makes an "approve" decision
+	// hold the call while the required humans are asked, and forward it
+	// with a credential naming them once they approve. Without it such
+	// calls are refused.
+	Approvals Approvals
+	// Hold is the longest a call is held waiting for approval (default
+	// DefaultHold); past it the agent is told the approval is still
+	// pending and that calling again with the same arguments joins it.
+	Hold time.Duration
 	// Redact names arguments whose values are replaced in audit events.
 	Redact []string
 	Logger *slog.Logger
@@ -109,6 +134,9 @@ func New(opts Options) (*Gate, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Hold <= 0 {
+		opts.Hold = DefaultHold
 	}
 	g := &Gate{opts: opts, log: opts.Logger, redact: map[string]bool{}, lookups: map[string]lookupEntry{}}
 	for _, r := range opts.Redact {
@@ -193,6 +221,9 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 		g.appendAsync(audit.Event{Type: "forwarded", CallID: callID, AgentID: p.Agent.ID, Data: fwd})
 		return v, nil
 	case "approve":
+		if g.opts.Approvals != nil && g.opts.Credentials != nil {
+			return g.hold(ctx, c, p, args, d, &rec, meta)
+		}
 		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
 			"interlock refused this call: it needs approval by %s (rule %q: %s). Interlock cannot ask for approvals yet, so the call was not made. Decision id %s.",
 			approversText(d), d.Rule, reasonText(d), callID)}}, nil
@@ -273,6 +304,161 @@ func (g *Gate) decide(ctx context.Context, c *relay.Call, p *store.Principal, ar
 		}
 	}
 	return policy.Decision{}, errors.New("budgets kept changing under concurrent calls")
+}
+
+// hold asks for approval (or joins the pending request for the same
+// action, or uses an approval that arrived after an earlier attempt gave
+// up waiting) and holds the call until the approvers decide, the hold
+// ends, or the agent goes away.
+func (g *Gate) hold(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, d policy.Decision, rec *decisionRecord, meta map[string]any) (*relay.Verdict, error) {
+	callID := rec.DecisionID
+	deny := func(reason string, extra map[string]any) (*relay.Verdict, error) {
+		for k, v := range extra {
+			meta[k] = v
+		}
+		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: reason}}, nil
+	}
+	// An approval that came after an earlier attempt stopped waiting.
+	approved, err := g.opts.Approvals.Approved(ctx, p.Agent.ID, c.Upstream, c.Name, rec.ArgsDigest)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range approved {
+		v, err := g.approvedCall(ctx, c, p, args, rec, meta, a)
+		if errors.Is(err, store.ErrAlreadyExists) {
+			continue // that approval already let a call through
+		}
+		return v, err
+	}
+
+	var amount *float64
+	if d.Call.HasAmount {
+		amt := d.Call.Amount
+		amount = &amt
+	}
+	shown, _ := g.redactValue(args).(map[string]any)
+	a, joined, err := g.opts.Approvals.Open(ctx, approval.Request{
+		Principal: *p, DecisionID: callID, Upstream: c.Upstream, Tool: c.Name,
+		Arguments: shown, ArgsDigest: rec.ArgsDigest, Rule: d.Rule,
+		Approvers: d.Approvers, Quorum: d.Quorum, SeparationOfDuties: d.SeparationOfDuties,
+		RiskScore: d.Call.RiskScore, Amount: amount, Source: "mcp",
+	})
+	if errors.Is(err, approval.ErrNoApprover) {
+		return deny(fmt.Sprintf("interlock refused this call: it needs approval (rule %q), but %v. Decision id %s.", d.Rule, err, callID), nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info := map[string]any{"id": a.ID, "url": g.opts.Approvals.Link(a.ID), "joined": joined}
+	meta["io.interlock/approval"] = info
+
+	hctx, cancel := context.WithTimeout(ctx, g.opts.Hold)
+	defer cancel()
+	if c.Progress != nil {
+		msg := fmt.Sprintf("waiting for approval by %s: %s (approval %s)", approval.ApproversText(a.Approvers), a.BindingMessage, a.ID)
+		c.Progress(msg)
+		go func() {
+			t := time.NewTicker(progressEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-hctx.Done():
+					return
+				case <-t.C:
+					c.Progress(msg)
+				}
+			}
+		}()
+	}
+	a, err = g.opts.Approvals.Wait(hctx, a.ID)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// The agent cancelled or went away: so does its request (unless
+		// another call joined it, which keeps waiting).
+		if !joined {
+			if _, cerr := g.opts.Approvals.Cancel(context.WithoutCancel(ctx), a.ID, "the agent cancelled the call"); cerr != nil {
+				g.log.Warn("could not cancel an approval", "approval", a.ID, "err", cerr)
+			}
+		}
+		return deny("the call was cancelled while waiting for approval", nil)
+	case err != nil && hctx.Err() != nil:
+		return deny(fmt.Sprintf("interlock is holding this call for approval by %s (rule %q: %s; approval %s, %s), and nobody has answered yet. Call again with the same arguments once it is approved: the retry joins this request. Decision id %s.",
+			approval.ApproversText(a.Approvers), d.Rule, reasonText(d), a.ID, g.opts.Approvals.Link(a.ID), callID), map[string]any{"io.interlock/approval": mergeMap(info, map[string]any{"state": "pending"})})
+	case err != nil:
+		return nil, err
+	}
+	info["state"] = string(a.State)
+	switch a.State {
+	case store.ApprovalApproved:
+		v, err := g.approvedCall(ctx, c, p, args, rec, meta, a)
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return deny(fmt.Sprintf("approval %s was given, but another call with the same arguments already used it; call again to ask anew. Decision id %s.", a.ID, callID), nil)
+		}
+		return v, err
+	case store.ApprovalDenied:
+		who, why := "an approver", a.Reason
+		if v, ok := approval.Denier(a); ok {
+			who = v.Email
+		}
+		return deny(fmt.Sprintf("%s denied this call (approval %s): %s. Decision id %s.", who, a.ID, why, callID), nil)
+	case store.ApprovalExpired:
+		return deny(fmt.Sprintf("nobody approved this call in time (approval %s expired). Decision id %s.", a.ID, callID), nil)
+	default:
+		return deny(fmt.Sprintf("the approval request was cancelled (approval %s): %s. Decision id %s.", a.ID, a.Reason, callID), nil)
+	}
+}
+
+// approvedCall issues the credential of a call an approval let through,
+// naming every approver, and lets the call go on. store.ErrAlreadyExists
+// means the approval already let a call through.
+func (g *Gate) approvedCall(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, rec *decisionRecord, meta map[string]any, a store.Approval) (*relay.Verdict, error) {
+	var auth []credential.Authorization
+	for _, v := range approval.Approvers(a) {
+		auth = append(auth, credential.Authorization{Kind: "approval", Approver: v.Email, Method: v.Method, ApprovalID: a.ID})
+	}
+	tok, cred, err := g.opts.Credentials.Issue(ctx, credential.Action{
+		ID:      credential.DerivedID(a.ID),
+		AgentID: p.Agent.ID, OwnerEmail: p.Owner.Email, DecisionID: rec.DecisionID,
+		Upstream: c.Upstream, Tool: c.Name, Arguments: args,
+		AuthorizedBy: auth, RiskScore: a.RiskScore, ClientIP: c.ClientIP, PolicyVersion: rec.PolicyHash,
+		ConsumeNow: true,
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("issuing the approved call's credential: %w", err)
+	}
+	decision, _ := meta["io.interlock/decision"].(map[string]any)
+	if decision != nil {
+		decision["credential_id"] = cred.ID
+		decision["approval_id"] = a.ID
+	}
+	meta[relay.MetaCredential] = tok
+	g.appendAsync(audit.Event{Type: "forwarded", CallID: rec.DecisionID, AgentID: p.Agent.ID,
+		Data: map[string]any{"decision_id": rec.DecisionID, "upstream": c.Upstream, "tool": c.Name,
+			"credential_id": cred.ID, "approval_id": a.ID, "approved_by": approverEmails(a)}})
+	callID, agentID := rec.DecisionID, p.Agent.ID
+	return &relay.Verdict{Credential: tok, Receipt: meta, Done: func(o relay.Outcome) { g.recordOutcome(callID, agentID, o) }}, nil
+}
+
+func approverEmails(a store.Approval) []string {
+	var out []string
+	for _, v := range approval.Approvers(a) {
+		out = append(out, v.Email)
+	}
+	return out
+}
+
+func mergeMap(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
 }
 
 // issue signs the credential of an allowed call, recorded as already used
@@ -686,8 +872,11 @@ func arguments(params json.RawMessage) (map[string]any, []byte, string, json.Raw
 	// appeared twice, parsers disagree on which value counts, and the
 	// policy might judge one value while the tool acts on the other.
 	canonArgs, err := canon.Canonicalize(p.Arguments)
-	if err != nil {
+	if err != nil && strings.Contains(err.Error(), "duplicate member name") {
 		return nil, nil, intent, presented, fmt.Errorf("%w (a key that appears twice is refused: the tool might read another value than the policy)", err)
+	}
+	if err != nil {
+		return nil, nil, intent, presented, err
 	}
 	var args map[string]any
 	if err := json.Unmarshal(p.Arguments, &args); err != nil {

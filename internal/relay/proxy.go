@@ -93,6 +93,9 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		rewritten   bool
 		credentials int
 		credential  string
+		// streaming: the answer is already an event stream (progress
+		// was sent while the gate held the request).
+		streaming bool
 	)
 	if req.Method == http.MethodPost {
 		buf := bufPool.Get().(*bytes.Buffer)
@@ -118,8 +121,15 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 					w.Write(errorResponse(m.ID, codeHeaderMismatch, "Mcp-Method/Mcp-Name headers do not match the request body"))
 					return
 				}
-				d, tr := r.check(req.Context(), &Call{Principal: p, Upstream: up.Name, Method: m.Method,
-					Name: name, Params: m.Params, Session: req.Header.Get(headerSessionID), Transport: "http", ClientIP: clientIP(req)})
+				call := &Call{Principal: p, Upstream: up.Name, Method: m.Method,
+					Name: name, Params: m.Params, Session: req.Header.Get(headerSessionID), Transport: "http", ClientIP: clientIP(req)}
+				var held *heldStream
+				if tok := progressToken(m.Params); tok != "" && !batch && acceptsSSE(req) {
+					held = &heldStream{w: w, token: json.RawMessage(tok)}
+					call.Progress = held.progress
+				}
+				d, tr := r.check(req.Context(), call)
+				streaming = held.stop() || streaming
 				if d != nil {
 					denials = append(denials, denialResponse(m, d))
 					continue
@@ -151,6 +161,13 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 			keep = append(keep, *m)
 		}
 		if len(denials) > 0 && len(keep) == 0 {
+			if streaming {
+				sw := newSSEWriter(w)
+				for _, d := range denials {
+					sw.writeMessage("", d)
+				}
+				return
+			}
 			writeJSONMessages(w, denials, batch)
 			return
 		}
@@ -196,6 +213,10 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 				endWhy = "the agent went away before the upstream answered"
 				return // nothing to answer
 			}
+			if streaming {
+				r.heldFailed(w, up, pending, err.Error())
+				return
+			}
 			r.upstreamFailed(w, req, up, pending, denials, err)
 			return
 		}
@@ -219,10 +240,18 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 				endWhy = "the agent went away before the upstream answered"
 				return
 			}
+			if streaming {
+				r.heldFailed(w, up, pending, err.Error())
+				return
+			}
 			r.upstreamFailed(w, req, up, pending, denials, err)
 			return
 		}
 		defer resp.Body.Close()
+	}
+	if streaming {
+		endWhy = r.finishHeld(w, req, resp, up, pending, trackers)
+		return
 	}
 
 	if resp.StatusCode == http.StatusUnauthorized {
@@ -487,4 +516,50 @@ func decodeHeaderValue(v string) string {
 		}
 	}
 	return v
+}
+
+// finishHeld writes the upstream's answer to a request whose answer is
+// already an event stream (see heldStream): events are relayed as they
+// are, a JSON answer becomes one event, and a failure answers every open
+// request with a JSON-RPC error. It returns why tracked requests left
+// unanswered ended.
+func (r *Relay) finishHeld(w http.ResponseWriter, req *http.Request, resp *http.Response, up *Upstream, pending map[string]bool, trackers map[string]*tracker) string {
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case resp.StatusCode < 300 && strings.HasPrefix(ct, "text/event-stream"):
+		return r.relayStream(w, req, resp.Body, up, pending, nil, trackers)
+	case resp.StatusCode < 300 && strings.HasPrefix(ct, "application/json"):
+		body, err := io.ReadAll(io.LimitReader(resp.Body, r.opts.MaxMessageBytes*4))
+		if err != nil {
+			r.heldFailed(w, up, pending, err.Error())
+			return "the upstream failed before answering: " + err.Error()
+		}
+		msgs, _, err := parseBody(observeJSON(body, trackers))
+		if err != nil {
+			r.heldFailed(w, up, pending, "unreadable answer: "+err.Error())
+			return "the upstream's answer was unreadable"
+		}
+		sw := newSSEWriter(w)
+		for _, m := range msgs {
+			sw.writeMessage("", m.Raw)
+		}
+		return "no answer came back"
+	}
+	why := fmt.Sprintf("the upstream answered HTTP %d", resp.StatusCode)
+	if resp.StatusCode == http.StatusUnauthorized {
+		r.obs.UpstreamError(up.Name, "unauthorized")
+		why = "the upstream refused interlock's credentials (HTTP 401); ask the operator to check its headers"
+	}
+	r.heldFailed(w, up, pending, why)
+	return why
+}
+
+// heldFailed answers every open request of a streaming answer with a
+// JSON-RPC error.
+func (r *Relay) heldFailed(w http.ResponseWriter, up *Upstream, pending map[string]bool, why string) {
+	r.obs.UpstreamError(up.Name, "connect")
+	sw := newSSEWriter(w)
+	for id := range pending {
+		sw.writeMessage("", errorResponse(json.RawMessage(id), codeUpstreamError, fmt.Sprintf("upstream %q failed: %s", up.Name, why)))
+	}
 }

@@ -97,6 +97,11 @@ type Call struct {
 	Session   string          // the session id the agent uses, "" when none yet
 	Transport string          // "http" or "stdio"
 	ClientIP  string          // the agent's address as this server saw it ("" on stdio)
+	// Progress, when not nil, sends the agent a notifications/progress
+	// for the request (it gave a progress token) with message: the gate
+	// uses it while it holds a call for approval. Safe to call from any
+	// goroutine until Check returns.
+	Progress func(message string)
 }
 
 // Denial says why a gated request is refused. Reason is shown to the agent.

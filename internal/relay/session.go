@@ -41,8 +41,9 @@ type session struct {
 	get       *stream            // standalone stream, if open
 	recent    *stream            // last opened POST stream (fallback for unrelated messages)
 	waiters   map[string]chan message
-	trackers  map[string]*tracker  // forwarded gated requests by downstream id
-	serverReq map[string]serverReq // rewritten id -> origin (aggregated)
+	trackers  map[string]*tracker           // forwarded gated requests by downstream id
+	held      map[string]context.CancelFunc // gated requests being decided, by downstream id
+	serverReq map[string]serverReq          // rewritten id -> origin (aggregated)
 	seq       int64
 	closed    bool
 	closeMsg  string
@@ -182,21 +183,69 @@ func (r *Relay) serveSession(w http.ResponseWriter, req *http.Request, up *Upstr
 			} else {
 				upName = s.legs[0].up.Name
 			}
-			d, tr := r.check(req.Context(), &Call{Principal: p, Upstream: upName, Method: m.Method,
-				Name: upTool, Params: m.Params, Session: s.id, Transport: "http", ClientIP: clientIP(req)})
-			if d != nil {
-				direct = append(direct, denialResponse(&m, d))
-				continue
+			// Decided on its own goroutine while this POST's stream is
+			// open: the gate may hold the call for approval and send
+			// progress on the stream meanwhile.
+			call := &Call{Principal: p, Upstream: upName, Method: m.Method,
+				Name: upTool, Params: m.Params, Session: s.id, Transport: "http", ClientIP: clientIP(req)}
+			if tok := progressToken(m.Params); tok != "" && !jsonOnly {
+				n := 0
+				var pmu sync.Mutex
+				call.Progress = func(msg string) {
+					pmu.Lock()
+					n++
+					b := progressNotification(json.RawMessage(tok), n, msg)
+					pmu.Unlock()
+					st.push(b)
+				}
 			}
-			if err := tr.attach(&m); err != nil {
-				tr.failed(err.Error())
-				direct = append(direct, errorResponse(m.ID, codeInvalidParams, err.Error()))
-				continue
-			}
-			if tr != nil {
+			k := idKey(m.ID)
+			cctx, cancel := context.WithCancel(req.Context())
+			hasRequests = true
+			s.mu.Lock()
+			st.pending++
+			s.streams[k] = st
+			s.held[k] = cancel
+			s.mu.Unlock()
+			go func(m message) {
+				defer cancel()
+				d, tr := r.check(cctx, call)
 				s.mu.Lock()
-				s.trackers[idKey(m.ID)] = tr
+				delete(s.held, k)
 				s.mu.Unlock()
+				if cctx.Err() != nil {
+					tr.failed("cancelled by the agent")
+					s.answer(m.ID, denialResponse(&m, &Denial{Reason: "cancelled"}))
+					return
+				}
+				if d != nil {
+					s.answer(m.ID, denialResponse(&m, d))
+					return
+				}
+				if err := tr.attach(&m); err != nil {
+					tr.failed(err.Error())
+					s.answer(m.ID, errorResponse(m.ID, codeInvalidParams, err.Error()))
+					return
+				}
+				if tr != nil {
+					s.mu.Lock()
+					s.trackers[k] = tr
+					s.mu.Unlock()
+				}
+				if ans := s.dispatch(m, st); ans != nil {
+					s.answer(m.ID, ans)
+				}
+			}(m)
+			continue
+		}
+		if m.Method == "notifications/cancelled" {
+			if id := cancelledID(m.Params); id != nil {
+				s.mu.Lock()
+				cancelHeld := s.held[idKey(id)]
+				s.mu.Unlock()
+				if cancelHeld != nil {
+					cancelHeld() // still being decided: the gate gives up
+				}
 			}
 		}
 		if m.isRequest() {
@@ -381,6 +430,7 @@ func (r *Relay) newSession(p *store.Principal, up *Upstream) (*session, error) {
 		r: r, id: newSessionID(), agentID: p.Agent.ID, aggregated: up == nil, created: r.opts.Now(),
 		streams: map[string]*stream{}, reqLeg: map[string]int{}, progress: map[string]*stream{},
 		waiters: map[string]chan message{}, serverReq: map[string]serverReq{}, trackers: map[string]*tracker{},
+		held: map[string]context.CancelFunc{},
 	}
 	s.last.Store(r.opts.Now().UnixNano())
 	ups := r.ordered
@@ -706,4 +756,15 @@ func (s *session) call(ctx context.Context, ls *legState, method string, params 
 		s.mu.Unlock()
 		return message{}, ctx.Err()
 	}
+}
+
+// cancelledID returns the requestId of a notifications/cancelled.
+func cancelledID(params json.RawMessage) json.RawMessage {
+	var p struct {
+		RequestID json.RawMessage `json:"requestId"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return nil
+	}
+	return p.RequestID
 }

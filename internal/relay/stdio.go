@@ -30,13 +30,16 @@ func (r *Relay) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, tok
 		return fmt.Errorf("upstream %q is not a stdio server", upstream)
 	}
 	w := &lineWriter{w: out}
-	sk := &stdioSink{w: w, pending: map[string]bool{}, trackers: map[string]*tracker{}, died: make(chan error, 1),
+	sk := &stdioSink{w: w, pending: map[string]bool{}, trackers: map[string]*tracker{}, held: map[string]context.CancelFunc{}, died: make(chan error, 1),
 		listChanged: func(m *message) { r.listChanged(up.Name, m) }}
 	l, err := startStdioLeg(up, r.log, sk)
 	if err != nil {
 		return err
 	}
 	defer l.close()
+	defer sk.wg.Wait() // before the child goes: nothing decided is sent after we return
+	ctx, stop := context.WithCancel(ctx)
+	defer stop() // first: calls still being decided give up
 
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
@@ -86,33 +89,26 @@ func (r *Relay) stdioMessage(ctx context.Context, line []byte, w *lineWriter, sk
 	}
 	m := msgs[0]
 	if m.isRequest() && isGated(m.Method) {
-		name, err := gatedName(&m)
-		if err != nil {
-			w.write(errorResponse(m.ID, codeInvalidParams, err.Error()))
-			return
-		}
-		p, err := r.opts.Auth.Authenticate(ctx, token)
-		if err != nil {
-			r.log.Info("agent token no longer valid", "err", err)
-			w.write(denialResponse(&m, &Denial{Reason: "interlock refused this call: the agent token is no longer valid"}))
-			return
-		}
-		d, tr := r.check(ctx, &Call{Principal: &p, Upstream: up.Name, Method: m.Method, Name: name,
-			Params: m.Params, Transport: "stdio"})
-		if d != nil {
-			w.write(denialResponse(&m, d))
-			return
-		}
-		if err := tr.attach(&m); err != nil {
-			tr.failed(err.Error())
-			w.write(errorResponse(m.ID, codeInvalidParams, err.Error()))
-			return
-		}
-		if tr != nil {
-			sk.mu.Lock()
-			sk.trackers[idKey(m.ID)] = tr
-			sk.mu.Unlock()
-		}
+		// Decided on its own goroutine: the gate may hold it (approval)
+		// while the client's other messages, a cancellation among them,
+		// go on.
+		cctx, cancel := context.WithCancel(ctx)
+		k := idKey(m.ID)
+		sk.mu.Lock()
+		sk.held[k] = cancel
+		sk.mu.Unlock()
+		sk.wg.Add(1)
+		go func() {
+			defer sk.wg.Done()
+			defer func() {
+				sk.mu.Lock()
+				delete(sk.held, k)
+				sk.mu.Unlock()
+				cancel()
+			}()
+			r.stdioGated(ctx, cctx, m, w, sk, l, token, up)
+		}()
+		return
 	}
 	if m.isRequest() {
 		sk.track(m.ID, true)
@@ -122,10 +118,72 @@ func (r *Relay) stdioMessage(ctx context.Context, line []byte, w *lineWriter, sk
 			RequestID json.RawMessage `json:"requestId"`
 		}
 		if json.Unmarshal(m.Params, &c) == nil {
+			sk.mu.Lock()
+			cancelHeld := sk.held[idKey(c.RequestID)]
+			sk.mu.Unlock()
+			if cancelHeld != nil {
+				cancelHeld() // still being decided: the gate gives up (and cancels its approval request)
+			}
 			sk.track(c.RequestID, false)
 			sk.finish(c.RequestID, nil, "cancelled by the agent")
 		}
 	}
+	r.stdioSend(m, w, sk, l)
+}
+
+// stdioGated decides one gated request (with cctx, which the agent's
+// cancellation ends) and forwards it or answers the refusal.
+func (r *Relay) stdioGated(ctx, cctx context.Context, m message, w *lineWriter, sk *stdioSink, l *stdioLeg, token string, up *Upstream) {
+	name, err := gatedName(&m)
+	if err != nil {
+		w.write(errorResponse(m.ID, codeInvalidParams, err.Error()))
+		return
+	}
+	p, err := r.opts.Auth.Authenticate(ctx, token)
+	if err != nil {
+		r.log.Info("agent token no longer valid", "err", err)
+		w.write(denialResponse(&m, &Denial{Reason: "interlock refused this call: the agent token is no longer valid"}))
+		return
+	}
+	call := &Call{Principal: &p, Upstream: up.Name, Method: m.Method, Name: name, Params: m.Params, Transport: "stdio"}
+	if tok := progressToken(m.Params); tok != "" {
+		var mu sync.Mutex
+		n, done := 0, false
+		call.Progress = func(msg string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !done {
+				n++
+				w.write(progressNotification(json.RawMessage(tok), n, msg))
+			}
+		}
+		defer func() { mu.Lock(); done = true; mu.Unlock() }()
+	}
+	d, tr := r.check(cctx, call)
+	if cctx.Err() != nil && ctx.Err() == nil {
+		// Cancelled by the agent: no answer is due (and none forwarded).
+		tr.failed("cancelled by the agent")
+		return
+	}
+	if d != nil {
+		w.write(denialResponse(&m, d))
+		return
+	}
+	if err := tr.attach(&m); err != nil {
+		tr.failed(err.Error())
+		w.write(errorResponse(m.ID, codeInvalidParams, err.Error()))
+		return
+	}
+	if tr != nil {
+		sk.mu.Lock()
+		sk.trackers[idKey(m.ID)] = tr
+		sk.mu.Unlock()
+	}
+	sk.track(m.ID, true)
+	r.stdioSend(m, w, sk, l)
+}
+
+func (r *Relay) stdioSend(m message, w *lineWriter, sk *stdioSink, l *stdioLeg) {
 	if err := l.send(m); err != nil && m.isRequest() {
 		sk.track(m.ID, false)
 		sk.finish(m.ID, nil, err.Error())
@@ -160,6 +218,8 @@ type stdioSink struct {
 	mu          sync.Mutex
 	pending     map[string]bool
 	trackers    map[string]*tracker
+	held        map[string]context.CancelFunc // gated requests being decided, by id
+	wg          sync.WaitGroup                // their goroutines
 	died        chan error
 	listChanged func(*message)
 }

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/interlock-dev/interlock/internal/approval"
+	"github.com/interlock-dev/interlock/internal/audit"
+	"github.com/interlock-dev/interlock/internal/store"
+	"github.com/interlock-dev/interlock/internal/store/sqlite"
+)
+
+// approverSide is what an approver does through the console, done here
+// through a second approval service on the gateway's store (as another
+// replica would): find the pending request, vote on it.
+type approverSide struct {
+	st  store.Store
+	svc *approval.Service
+}
+
+func newApproverSide(t *testing.T, cfg string) *approverSide {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(filepath.Dir(cfg), "interlock.db"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	al, err := audit.New(ctx, audit.Options{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { al.Close() })
+	svc, err := approval.New(approval.Options{Store: st, Audit: al, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &approverSide{st: st, svc: svc}
+}
+
+// pending waits for the agent's pending approval request to appear.
+func (a *approverSide) pending(t *testing.T, tool string) store.Approval {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		list, err := a.st.ListApprovals(context.Background(), store.ApprovalFilter{State: store.ApprovalPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ap := range list {
+			if ap.Tool == tool {
+				return ap
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no pending approval for %s appeared", tool)
+	return store.Approval{}
+}
+
+func (a *approverSide) vote(t *testing.T, id, email string, approve bool, reason string) store.Approval {
+	t.Helper()
+	u, err := a.st.GetUserByEmail(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.svc.Vote(context.Background(), id, u, approval.Vote{Approve: approve, Reason: reason, Method: "test-vote"})
+	if err != nil {
+		t.Fatalf("vote by %s: %v", email, err)
+	}
+	return got
+}
+
+type progressLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (p *progressLog) handler(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+	p.mu.Lock()
+	p.msgs = append(p.msgs, req.Params.Message)
+	p.mu.Unlock()
+}
+
+func (p *progressLog) all() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.msgs...)
+}
+
+func connectWithProgress(t *testing.T, url, token string, pl *progressLog) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, &mcp.ClientOptions{ProgressNotificationHandler: pl.handler})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearerRT{token}}}, nil)
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// payload decodes a JWT's payload (the signature is checked elsewhere).
+func payload(t *testing.T, token string) map[string]any {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWS: %q", token)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A call the policy marks "approve" is held open (with progress
+// notifications to the agent) until the owner approves; it then goes
+// through with a credential that names the approver. A denial reaches the
+// agent with who denied and why; an agent that gives up cancels its request.
+func TestApprovalHoldsTheCall(t *testing.T) {
+	e := newCredentialEnv(t)
+	side := newApproverSide(t, e.cfg)
+	big := map[string]any{"item": "laptop batteries", "quantity": 10, "unit_price_usd": 130}
+
+	for _, tc := range []struct {
+		endpoint, tool string
+		price          float64
+	}{
+		{"/mcp/acme", "place_order", 120}, // pass-through: the answer turns into an event stream
+		{"/mcp", "acme_place_order", 121}, // aggregated: message-level session
+	} {
+		t.Run("approve via "+tc.endpoint, func(t *testing.T) {
+			pl := &progressLog{}
+			cs := connectWithProgress(t, "http://"+e.addr+tc.endpoint, e.token, pl)
+			args := map[string]any{"item": "laptop batteries", "quantity": 10, "unit_price_usd": tc.price}
+			type result struct {
+				res *mcp.CallToolResult
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				p := &mcp.CallToolParams{Name: tc.tool, Arguments: args}
+				p.SetProgressToken("held-1")
+				res, err := cs.CallTool(context.Background(), p)
+				done <- result{res, err}
+			}()
+			ap := side.pending(t, "place_order")
+			if !strings.Contains(ap.BindingMessage, "$1,2") || !strings.Contains(ap.BindingMessage, "laptop batteries") {
+				t.Errorf("binding message %q", ap.BindingMessage)
+			}
+			// The agent hears that its call waits, before anyone answers.
+			deadline := time.Now().Add(30 * time.Second)
+			for len(pl.all()) == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if msgs := pl.all(); len(msgs) == 0 || !strings.Contains(msgs[0], "waiting for approval by the agent's owner") || !strings.Contains(msgs[0], ap.ID) {
+				t.Errorf("progress while held: %q", msgs)
+			}
+			side.vote(t, ap.ID, "owner@example.com", true, "")
+			r := <-done
+			if r.err != nil || r.res.IsError {
+				t.Fatalf("approved call: %v %+v", r.err, r.res)
+			}
+			token, decision := receipt(t, r.res.Meta)
+			if decision["approval_id"] != ap.ID || r.res.Meta[acme_verified] != decision["credential_id"] {
+				t.Errorf("receipt %v, acme verified %v", decision, r.res.Meta[acme_verified])
+			}
+			subj := payload(t, token)["credentialSubject"].(map[string]any)
+			auth, _ := subj["authorization"].([]any)
+			if len(auth) != 1 || auth[0].(map[string]any)["approver"] != "owner@example.com" ||
+				auth[0].(map[string]any)["approval_id"] != ap.ID || auth[0].(map[string]any)["kind"] != "approval" {
+				t.Errorf("credential authorization = %v", subj["authorization"])
+			}
+		})
+	}
+
+	cs := connectHTTP(t, "http://"+e.addr+"/mcp/acme", e.token)
+	t.Run("deny", func(t *testing.T) {
+		done := make(chan callResult, 1)
+		go func() { done <- callFull(t, cs, "place_order", big) }()
+		ap := side.pending(t, "place_order")
+		side.vote(t, ap.ID, "owner@example.com", false, "we have enough batteries")
+		r := <-done
+		if !r.isError || !strings.Contains(r.text, "owner@example.com denied this call") || !strings.Contains(r.text, "we have enough batteries") {
+			t.Fatalf("denied call: %+v", r)
+		}
+	})
+	t.Run("agent gives up", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "place_order", Arguments: map[string]any{"item": "x", "quantity": 10, "unit_price_usd": 150}})
+			done <- err
+		}()
+		ap := side.pending(t, "place_order")
+		cancel()
+		<-done
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			got, err := side.st.GetApproval(context.Background(), ap.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State == store.ApprovalCancelled {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Error("the approval request was not cancelled when the agent gave up")
+	})
+	if _, _, err := run(t, "audit", "verify", "--config", e.cfg); err != nil {
+		t.Errorf("audit verify: %v", err)
+	}
+}
+
+const acme_verified = "io.acme/verified-credential"
