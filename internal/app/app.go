@@ -152,6 +152,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		AllowedHosts: cfg.AllowedHosts,
 		MCP:          a.Relay.Handler(),
 		Credentials:  a.Issuer,
+		SCIM:         a.scimHandler(),
+		API:          a.apiHandler(),
 		Metrics:      a.Metrics.Handler(),
 		Ready:        a.Store.Ping,
 		Logger:       opts.Logger,

@@ -33,6 +33,7 @@ type Config struct {
 	Audit        Audit       `yaml:"audit"`
 	Credentials  Credentials `yaml:"credentials"`
 	Approvals    Approvals   `yaml:"approvals"`
+	SCIM         SCIM        `yaml:"scim"`
 	Log          Log         `yaml:"log"`
 
 	// src remembers where the values came from (file name, line of every
@@ -145,6 +146,15 @@ type Approvals struct {
 	// Timeout is how long a request stays open for approvers before it
 	// expires. Default 10m.
 	Timeout Duration `yaml:"timeout"`
+}
+
+// SCIM configures the SCIM 2.0 service provider at /scim/v2 through which
+// an identity provider (Entra ID, Okta) provisions and deprovisions users
+// (docs/identity.md).
+type SCIM struct {
+	// Token is the bearer token the identity provider sends; use ${VAR}.
+	// Empty: SCIM is off (every request is refused).
+	Token string `yaml:"token"`
 }
 
 // Log configures log/slog output.

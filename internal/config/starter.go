@@ -112,6 +112,12 @@ approvals:
   # Default: 10m.
   timeout: 10m
 
+scim:
+  # Bearer token for SCIM 2.0 provisioning at /scim/v2 (docs/identity.md):
+  # Entra ID or Okta deactivating a user stops their agents at once. Take it
+  # from the environment. Empty: SCIM is off.
+  token: ""
+
 credentials:
   # Every call interlock forwards carries a short-lived signed credential
   # (docs/credentials.md). Its signing keys are kept in the store, sealed

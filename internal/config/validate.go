@@ -328,6 +328,10 @@ func (c *Config) validate() []Problem {
 		k.add("approvals.timeout", "must be positive and at most 24h, got %s", k.show("approvals.timeout", c.Approvals.Timeout.String()))
 	}
 
+	if c.SCIM.Token != "" && len(c.SCIM.Token) < 32 {
+		k.add("scim.token", "is too short to be a secret: use at least 32 random characters (e.g. openssl rand -base64 32)")
+	}
+
 	switch c.Credentials.Algorithm {
 	case "EdDSA", "ES256":
 	default:

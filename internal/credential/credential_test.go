@@ -668,7 +668,7 @@ func TestRevokeStatusList(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d bits set, want 1", n)
 	}
-	for _, bad := range []string{"", "0", "01", "a", "1/2", "1234567890"} {
+	for _, bad := range []string{"", "0", "01", "a", "1/2", "1234567890", "2", "77"} { // 2, 77: never used
 		if _, _, err := e.iss.StatusListCredential(ctx, bad); !errors.Is(err, ErrUnknownStatusList) {
 			t.Errorf("StatusListCredential(%q) = %v, want ErrUnknownStatusList", bad, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -138,6 +139,22 @@ func validListName(list string) bool {
 func (i *Issuer) StatusListCredential(ctx context.Context, list string) ([]byte, time.Duration, error) {
 	if !validListName(list) {
 		return nil, 0, fmt.Errorf("%w: %q", ErrUnknownStatusList, list)
+	}
+	// Only lists that exist: this process's current one and those before
+	// it, or a later one another replica has started using. Anything else
+	// would let anyone make the gateway sign and keep lists at will.
+	n, _ := strconv.Atoi(list)
+	i.listMu.Lock()
+	cur := i.list
+	i.listMu.Unlock()
+	if n > cur {
+		c, err := i.st.CountStatusIndexes(ctx, list)
+		if err != nil {
+			return nil, 0, fmt.Errorf("credential: status list %s: %w", list, err)
+		}
+		if c == 0 {
+			return nil, 0, fmt.Errorf("%w: %q has no entries", ErrUnknownStatusList, list)
+		}
 	}
 	revoked, err := i.st.RevokedStatusIndexes(ctx, list)
 	if err != nil {

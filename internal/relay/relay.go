@@ -172,7 +172,9 @@ type Relay struct {
 	pools  map[string]*upstreamPool // fast POST path per HTTP upstream
 
 	mu       sync.Mutex
-	sessions map[string]*session // message-level sessions by downstream id
+	sessions map[string]*session                      // message-level sessions by downstream id
+	active   map[string]map[uint64]context.CancelFunc // requests in flight, by agent
+	nextReq  uint64
 	shared   map[string]*sharedLeg
 	closed   bool
 	done     chan struct{}
@@ -340,11 +342,81 @@ func (r *Relay) serveMCP(w http.ResponseWriter, req *http.Request, name string) 
 		writeHTTPError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
+	// Every request of the agent can be ended at once (CloseAgents).
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	id := r.track(p.Agent.ID, cancel)
+	defer r.untrack(p.Agent.ID, id)
+	req = req.WithContext(ctx)
 	if up != nil && up.URL != "" {
 		r.proxy(w, req, up, &p)
 		return
 	}
 	r.serveSession(w, req, up, &p)
+}
+
+func (r *Relay) track(agentID string, cancel context.CancelFunc) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nextReq++
+	if r.active == nil {
+		r.active = map[string]map[uint64]context.CancelFunc{}
+	}
+	m := r.active[agentID]
+	if m == nil {
+		m = map[uint64]context.CancelFunc{}
+		r.active[agentID] = m
+	}
+	m[r.nextReq] = cancel
+	return r.nextReq
+}
+
+func (r *Relay) untrack(agentID string, id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := r.active[agentID]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(r.active, agentID)
+		}
+	}
+}
+
+// CloseAgents ends everything the agents have open in this relay: their
+// message-level sessions (and the upstream processes and connections they
+// hold), and every request in flight, held streams included (the kill
+// switch). It returns how many sessions and requests it ended. Their next
+// request meets the gate, which refuses it.
+func (r *Relay) CloseAgents(agentIDs []string, why string) (sessions, requests int) {
+	ids := make(map[string]bool, len(agentIDs))
+	for _, id := range agentIDs {
+		ids[id] = true
+	}
+	r.mu.Lock()
+	var closing []*session
+	for sid, s := range r.sessions {
+		if ids[s.agentID] {
+			closing = append(closing, s)
+			delete(r.sessions, sid)
+		}
+	}
+	var cancels []context.CancelFunc
+	for id := range ids {
+		for _, c := range r.active[id] {
+			cancels = append(cancels, c)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range closing {
+		s.close(why)
+	}
+	for _, c := range cancels {
+		c()
+	}
+	if len(closing)+len(cancels) > 0 {
+		r.log.Info("closed agents' sessions and requests", "agents", agentIDs, "sessions", len(closing), "requests", len(cancels), "why", why)
+	}
+	return len(closing), len(cancels)
 }
 
 // authenticate reads the bearer token. It writes a 401 and returns false when

@@ -98,6 +98,12 @@ type Options struct {
 	// /status/{list} and the JSON-LD context /ns/credentials/v1. Nil: not
 	// served.
 	Credentials Publisher
+	// SCIM serves /scim/v2/ (nil: not mounted).
+	SCIM http.Handler
+	// Console serves /console/ (nil: not mounted).
+	Console http.Handler
+	// API serves /api/v1/ (nil: not mounted).
+	API http.Handler
 	// Metrics serves /metrics.
 	Metrics http.Handler
 	// Ready reports readiness (store reachable, ...); nil means always ready.
@@ -142,6 +148,16 @@ func New(opts Options) *Server {
 	}
 	if opts.Metrics != nil {
 		s.mux.Handle("GET /metrics", opts.Metrics)
+	}
+	if opts.SCIM != nil {
+		s.mux.Handle("/scim/v2/", opts.SCIM)
+	}
+	if opts.Console != nil {
+		s.mux.Handle("/console/", opts.Console)
+		s.mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusFound))
+	}
+	if opts.API != nil {
+		s.mux.Handle("/api/v1/", opts.API)
 	}
 	if p := opts.Credentials; p != nil {
 		s.mux.Handle("GET /.well-known/jwks.json", s.handle(func(w http.ResponseWriter, r *http.Request) error {
