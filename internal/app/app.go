@@ -154,6 +154,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Credentials:  a.Issuer,
 		SCIM:         a.scimHandler(),
 		API:          a.apiHandler(),
+		OIDC:         a.cibaHandler(),
 		Metrics:      a.Metrics.Handler(),
 		Ready:        a.Store.Ping,
 		Logger:       opts.Logger,
@@ -221,7 +222,7 @@ func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, err
 		return nil, err
 	}
 	g, err := gate.New(gate.Options{Policy: pol.Current, Catalog: o.Catalog, Audit: al, Credentials: iss,
-		Approvals: apr, Hold: time.Duration(cfg.Approvals.Hold),
+		Approvals: apr, Hold: time.Duration(cfg.Approvals.Hold), Users: st,
 		Budgets: st, Redact: cfg.Audit.Redact, Logger: log, Now: now})
 	if err != nil {
 		al.Close()

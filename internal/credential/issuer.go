@@ -402,7 +402,11 @@ type Action struct {
 	AgentID, OwnerEmail, DecisionID, Upstream, Tool string
 	// Arguments are the call's arguments; the credential carries their
 	// ArgumentsDigest, not the arguments.
-	Arguments     map[string]any
+	Arguments map[string]any
+	// ArgsDigest, when set, is the digest to bind instead of computing it
+	// from Arguments (the caller kept only the digest of the real
+	// arguments): 64 lower-case hex digits.
+	ArgsDigest    string
 	AuthorizedBy  []Authorization
 	RiskScore     int
 	ClientIP      string
@@ -463,9 +467,14 @@ func (i *Issuer) Issue(ctx context.Context, a Action) (string, store.Credential,
 	if a.Uses == 0 {
 		a.Uses = 1
 	}
-	digest, err := ArgumentsDigest(a.Arguments)
-	if err != nil {
-		return "", store.Credential{}, fmt.Errorf("%w: %w", ErrInvalidAction, err)
+	digest := a.ArgsDigest
+	if digest == "" {
+		var err error
+		if digest, err = ArgumentsDigest(a.Arguments); err != nil {
+			return "", store.Credential{}, fmt.Errorf("%w: %w", ErrInvalidAction, err)
+		}
+	} else if len(digest) != 64 || strings.Trim(digest, "0123456789abcdef") != "" {
+		return "", store.Credential{}, fmt.Errorf("%w: arguments digest %q is not 64 lower-case hex digits", ErrInvalidAction, digest)
 	}
 	i.refreshKeys(ctx, false)
 	i.mu.RLock()

@@ -97,6 +97,11 @@ type Options struct {
 	// with a credential naming them once they approve. Without it such
 	// calls are refused.
 	Approvals Approvals
+	// Users looks up approvers named by a CIBA login hint (Authorize);
+	// nil: only "owner" and "user:" terms can match a hint.
+	Users interface {
+		GetUserByEmail(ctx context.Context, email string) (store.User, error)
+	}
 	// Hold is the longest a call is held waiting for approval (default
 	// DefaultHold); past it the agent is told the approval is still
 	// pending and that calling again with the same arguments joins it.
@@ -150,6 +155,52 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 	if c == nil || c.Principal == nil {
 		return nil, errors.New("gate: call without a principal")
 	}
+	dc, err := g.begin(ctx, c, true)
+	if err != nil {
+		return nil, err
+	}
+	p, callID, args, d, token := c.Principal, dc.rec.DecisionID, dc.args, dc.d, dc.token
+	rec := &dc.rec
+	decision := map[string]any{"id": callID, "effect": d.Effect, "rule": d.Rule}
+	meta := map[string]any{"io.interlock/decision": decision}
+	switch d.Effect {
+	case "allow":
+		fwd := map[string]any{"decision_id": callID, "upstream": c.Upstream, "tool": c.Name}
+		v := &relay.Verdict{Done: func(o relay.Outcome) { g.recordOutcome(callID, p.Agent.ID, o) }}
+		if rec.Credential != nil {
+			fwd["credential_id"] = rec.Credential.ID
+			decision["credential_id"] = rec.Credential.ID
+			v.Credential, v.Receipt = token, meta
+			meta[relay.MetaCredential] = token
+		}
+		g.appendAsync(audit.Event{Type: "forwarded", CallID: callID, AgentID: p.Agent.ID, Data: fwd})
+		return v, nil
+	case "approve":
+		if g.opts.Approvals != nil && g.opts.Credentials != nil {
+			return g.hold(ctx, c, p, args, d, rec, meta)
+		}
+		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
+			"interlock refused this call: it needs approval by %s (rule %q: %s). Interlock cannot ask for approvals yet, so the call was not made. Decision id %s.",
+			approversText(d), d.Rule, reasonText(d), callID)}}, nil
+	default:
+		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
+			"interlock refused this call (rule %q): %s. Decision id %s.", d.Rule, reasonText(d), callID)}}, nil
+	}
+}
+
+// decided is a decision taken and recorded.
+type decided struct {
+	rec   decisionRecord
+	d     policy.Decision
+	token string // the credential of an allowed call
+	args  map[string]any
+}
+
+// begin decides call c and commits the decision record: the kill switch,
+// the arguments, a presented credential or the policy (with budgets), and
+// for an allowed call its credential (recorded as used once when
+// consumeNow: the call is forwarded right away).
+func (g *Gate) begin(ctx context.Context, c *relay.Call, consumeNow bool) (*decided, error) {
 	start := g.opts.Now()
 	p := c.Principal
 	callID := newID()
@@ -190,7 +241,7 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 			d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not decide this call: " + err.Error()}, Errors: []string{err.Error()}}
 		}
 		if d.Effect == "allow" && g.opts.Credentials != nil {
-			if token, err = g.issue(ctx, c, p, args, d, &rec); err != nil {
+			if token, err = g.issue(ctx, c, p, args, d, &rec, consumeNow); err != nil {
 				g.refund(rec.charged, start, callID)
 				rec.charged = nil
 				d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not issue the call's credential"}, Errors: []string{err.Error()}}
@@ -205,32 +256,8 @@ func (g *Gate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, error)
 		g.refund(rec.charged, start, callID)
 		return nil, fmt.Errorf("recording the decision: %w", err)
 	}
+	return &decided{rec: rec, d: d, token: token, args: args}, nil
 
-	decision := map[string]any{"id": callID, "effect": d.Effect, "rule": d.Rule}
-	meta := map[string]any{"io.interlock/decision": decision}
-	switch d.Effect {
-	case "allow":
-		fwd := map[string]any{"decision_id": callID, "upstream": c.Upstream, "tool": c.Name}
-		v := &relay.Verdict{Done: func(o relay.Outcome) { g.recordOutcome(callID, p.Agent.ID, o) }}
-		if rec.Credential != nil {
-			fwd["credential_id"] = rec.Credential.ID
-			decision["credential_id"] = rec.Credential.ID
-			v.Credential, v.Receipt = token, meta
-			meta[relay.MetaCredential] = token
-		}
-		g.appendAsync(audit.Event{Type: "forwarded", CallID: callID, AgentID: p.Agent.ID, Data: fwd})
-		return v, nil
-	case "approve":
-		if g.opts.Approvals != nil && g.opts.Credentials != nil {
-			return g.hold(ctx, c, p, args, d, &rec, meta)
-		}
-		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
-			"interlock refused this call: it needs approval by %s (rule %q: %s). Interlock cannot ask for approvals yet, so the call was not made. Decision id %s.",
-			approversText(d), d.Rule, reasonText(d), callID)}}, nil
-	default:
-		return &relay.Verdict{Deny: &relay.Denial{Meta: meta, Reason: fmt.Sprintf(
-			"interlock refused this call (rule %q): %s. Decision id %s.", d.Rule, reasonText(d), callID)}}, nil
-	}
 }
 
 // decide classifies and asks the policy, reading and charging budgets.
@@ -463,7 +490,7 @@ func mergeMap(a, b map[string]any) map[string]any {
 
 // issue signs the credential of an allowed call, recorded as already used
 // once: the relay forwards the call with it right away.
-func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, d policy.Decision, rec *decisionRecord) (string, error) {
+func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, d policy.Decision, rec *decisionRecord, consumeNow bool) (string, error) {
 	a := credential.Action{
 		AgentID: p.Agent.ID, OwnerEmail: p.Owner.Email, DecisionID: rec.DecisionID,
 		Upstream: c.Upstream, Tool: c.Name, Arguments: args,
@@ -474,7 +501,7 @@ func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, arg
 		Lifetime:      d.Constraints.Lifetime,
 		Uses:          d.Constraints.Uses,
 		MaxAmount:     d.Constraints.MaxAmount,
-		ConsumeNow:    true,
+		ConsumeNow:    consumeNow,
 	}
 	tok, cred, err := g.opts.Credentials.Issue(ctx, a)
 	if err != nil {

@@ -104,6 +104,9 @@ type Options struct {
 	Console http.Handler
 	// API serves /api/v1/ (nil: not mounted).
 	API http.Handler
+	// OIDC serves /.well-known/openid-configuration and /oauth/ (the CIBA
+	// provider; nil: not mounted).
+	OIDC http.Handler
 	// Metrics serves /metrics.
 	Metrics http.Handler
 	// Ready reports readiness (store reachable, ...); nil means always ready.
@@ -158,6 +161,10 @@ func New(opts Options) *Server {
 	}
 	if opts.API != nil {
 		s.mux.Handle("/api/v1/", opts.API)
+	}
+	if opts.OIDC != nil {
+		s.mux.Handle("GET /.well-known/openid-configuration", opts.OIDC)
+		s.mux.Handle("/oauth/", opts.OIDC)
 	}
 	if p := opts.Credentials; p != nil {
 		s.mux.Handle("GET /.well-known/jwks.json", s.handle(func(w http.ResponseWriter, r *http.Request) error {
