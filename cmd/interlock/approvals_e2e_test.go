@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/interlock-dev/interlock/internal/approval"
 	"github.com/interlock-dev/interlock/internal/audit"
+	"github.com/interlock-dev/interlock/internal/notify"
 	"github.com/interlock-dev/interlock/internal/store"
 	"github.com/interlock-dev/interlock/internal/store/sqlite"
 )
@@ -230,3 +234,54 @@ func TestApprovalHoldsTheCall(t *testing.T) {
 }
 
 const acme_verified = "io.acme/verified-credential"
+
+// Approvers are told about a held call on every configured channel: here
+// a signed webhook, whose receiver checks the signature, and the delivery
+// is recorded in the audit log.
+func TestApprovalNotifiesApprovers(t *testing.T) {
+	const secret = "webhook-secret-for-the-e2e-test"
+	got := make(chan map[string]any, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := notify.VerifySignature([]byte(secret), r.Header.Get(notify.SignatureHeader), body, time.Now(), time.Minute); err != nil {
+			t.Errorf("webhook signature: %v", err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var m map[string]any
+		json.Unmarshal(body, &m)
+		got <- m
+	}))
+	t.Cleanup(hook.Close)
+	e := newCredentialEnvWith(t, fmt.Sprintf("notifications:\n  webhooks: [{url: %q, secret: %q}]\n", hook.URL, secret))
+	side := newApproverSide(t, e.cfg)
+	cs := connectHTTP(t, "http://"+e.addr+"/mcp/acme", e.token)
+	done := make(chan callResult, 1)
+	go func() {
+		done <- callFull(t, cs, "place_order", map[string]any{"item": "monitors", "quantity": 5, "unit_price_usd": 300})
+	}()
+	ap := side.pending(t, "place_order")
+	var m map[string]any
+	select {
+	case m = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook arrived")
+	}
+	if m["approval_id"] != ap.ID || !strings.Contains(fmt.Sprint(m["url"]), "/console/approvals/"+ap.ID) || !strings.Contains(fmt.Sprint(m["text"]), "$1,500") {
+		t.Errorf("webhook body = %v", m)
+	}
+	side.vote(t, ap.ID, "owner@example.com", true, "")
+	if r := <-done; r.isError {
+		t.Fatalf("approved call: %+v", r)
+	}
+	// The delivery is in the audit log.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _, err := run(t, "audit", "export", "--config", e.cfg)
+		if err == nil && strings.Contains(out, `"notification"`) && strings.Contains(out, `"ok":true`) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Error("the webhook delivery is not in the audit log")
+}

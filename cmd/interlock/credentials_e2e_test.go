@@ -62,7 +62,10 @@ type credentialEnv struct {
 	headers          *headerLog
 }
 
-func newCredentialEnv(t *testing.T) *credentialEnv {
+func newCredentialEnv(t *testing.T) *credentialEnv { return newCredentialEnvWith(t, "") }
+
+// newCredentialEnvWith adds extra (YAML) to the gateway's configuration.
+func newCredentialEnvWith(t *testing.T, extra string) *credentialEnv {
 	t.Helper()
 	addr := freeAddr(t)
 	v, err := verify.New(verify.Options{Issuer: "http://" + addr})
@@ -83,7 +86,7 @@ policy: {file: policy.yaml}
 upstreams:
   - name: acme
     url: %s
-`, addr, up.URL))
+%s`, addr, up.URL, extra))
 	token := agent(t, cfg, "procurement-bot", "owner@example.com")
 	serveInProcess(t, cfg)
 	return &credentialEnv{cfg: cfg, token: token, addr: addr, headers: hl}

@@ -23,6 +23,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/credential"
 	"github.com/interlock-dev/interlock/internal/gate"
+	"github.com/interlock-dev/interlock/internal/notify"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/relay"
 	"github.com/interlock-dev/interlock/internal/server"
@@ -82,7 +83,7 @@ type App struct {
 	Handler   http.Handler
 	log       *slog.Logger
 	ownStore  bool
-	stop      context.CancelFunc // ends background work (catalog)
+	decision  *DecisionPath // closed with the App
 }
 
 const sessionKeyName = "relay.session_key"
@@ -128,7 +129,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Policy, a.Catalog, a.Audit, a.Gate, a.Issuer, a.Approvals, a.stop = d.Policy, d.Catalog, d.Audit, d.Gate, d.Issuer, d.Approvals, d.stop
+	a.Policy, a.Catalog, a.Audit, a.Gate, a.Issuer, a.Approvals, a.decision = d.Policy, d.Catalog, d.Audit, d.Gate, d.Issuer, d.Approvals, d
 	a.Relay, err = relay.New(relay.Options{
 		Upstreams: ups,
 		Auth:      a.Registry,
@@ -174,6 +175,9 @@ type DecisionPath struct {
 	Approvals *approval.Service
 	Gate      *gate.Gate
 	stop      context.CancelFunc
+
+	dispatcher *notify.Dispatcher
+	log        *slog.Logger
 }
 
 // DecisionOptions configure NewDecisionPath. Config, Store and Catalog are
@@ -215,7 +219,16 @@ func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, err
 	if err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	apr, err := approval.New(approval.Options{Store: st, Audit: al, Notifier: o.Notifier,
+	disp := NewDispatcher(cfg.Notifications, func(ev audit.Event) {
+		if err := al.Defer(ev); err != nil {
+			log.Warn("audit: could not record a notification", "err", err)
+		}
+	}, log, now)
+	notifier := o.Notifier
+	if notifier == nil && disp != nil {
+		notifier = approvalNotifier{d: disp}
+	}
+	apr, err := approval.New(approval.Options{Store: st, Audit: al, Notifier: notifier,
 		ConsoleURL: cfg.PublicURL + "/console", DefaultTTL: time.Duration(cfg.Approvals.Timeout), Now: now, Logger: log})
 	if err != nil {
 		al.Close()
@@ -231,7 +244,8 @@ func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, err
 	bg, stop := context.WithCancel(context.Background())
 	o.Catalog.Start(bg)
 	go apr.Run(bg, time.Second)
-	return &DecisionPath{Policy: pol, Catalog: o.Catalog, Audit: al, Issuer: iss, Approvals: apr, Gate: g, stop: stop}, nil
+	return &DecisionPath{Policy: pol, Catalog: o.Catalog, Audit: al, Issuer: iss, Approvals: apr, Gate: g, stop: stop,
+		dispatcher: disp, log: log}, nil
 }
 
 // OpenIssuer opens the credential issuer on st with the key-encryption key
@@ -271,10 +285,12 @@ func OpenIssuer(ctx context.Context, cfg *config.Config, st store.Store, log *sl
 	return iss, nil
 }
 
-// Close stops discovery and closes the catalog and the audit log.
+// Close stops discovery and closes the catalog, the notifications and the
+// audit log.
 func (d *DecisionPath) Close() error {
 	d.stop()
 	d.Catalog.Close()
+	closeDispatcher(d.dispatcher, d.log)
 	return d.Audit.Close()
 }
 
@@ -341,10 +357,8 @@ func (a *App) Close() error {
 	if a.Relay != nil {
 		a.Relay.Close()
 	}
-	if a.stop != nil {
-		a.stop()
-		a.Catalog.Close()
-		if err := a.Audit.Close(); err != nil {
+	if a.decision != nil {
+		if err := a.decision.Close(); err != nil {
 			a.log.Error("closing the audit log", "err", err)
 		}
 	}

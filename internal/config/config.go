@@ -25,16 +25,17 @@ type Config struct {
 	// on every request, and the hosts accepted in the Origin header. An
 	// entry without a port matches any port. Default: localhost, 127.0.0.1
 	// and [::1], plus the host of PublicURL.
-	AllowedHosts []string    `yaml:"allowed_hosts"`
-	Storage      Storage     `yaml:"storage"`
-	Upstreams    []Upstream  `yaml:"upstreams"`
-	Relay        Relay       `yaml:"relay"`
-	Policy       Policy      `yaml:"policy"`
-	Audit        Audit       `yaml:"audit"`
-	Credentials  Credentials `yaml:"credentials"`
-	Approvals    Approvals   `yaml:"approvals"`
-	SCIM         SCIM        `yaml:"scim"`
-	Log          Log         `yaml:"log"`
+	AllowedHosts  []string      `yaml:"allowed_hosts"`
+	Storage       Storage       `yaml:"storage"`
+	Upstreams     []Upstream    `yaml:"upstreams"`
+	Relay         Relay         `yaml:"relay"`
+	Policy        Policy        `yaml:"policy"`
+	Audit         Audit         `yaml:"audit"`
+	Credentials   Credentials   `yaml:"credentials"`
+	Approvals     Approvals     `yaml:"approvals"`
+	SCIM          SCIM          `yaml:"scim"`
+	Notifications Notifications `yaml:"notifications"`
+	Log           Log           `yaml:"log"`
 
 	// src remembers where the values came from (file name, line of every
 	// key, raw text of values that used ${VAR}) so that Validate can point
@@ -155,6 +156,42 @@ type SCIM struct {
 	// Token is the bearer token the identity provider sends; use ${VAR}.
 	// Empty: SCIM is off (every request is refused).
 	Token string `yaml:"token"`
+}
+
+// Notifications configures how approvers (and security admins) are told
+// about approval requests. Every channel configured is used; each
+// delivery is retried with backoff and recorded in the audit log.
+type Notifications struct {
+	// Webhooks receive a signed JSON body (header Interlock-Signature:
+	// t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>).
+	Webhooks []Webhook `yaml:"webhooks"`
+	// Slack lists Slack-compatible incoming webhook URLs.
+	Slack []SlackWebhook `yaml:"slack"`
+	// SMTP sends one plain-text email per approver (off when Addr is
+	// empty).
+	SMTP SMTP `yaml:"smtp"`
+}
+
+// Webhook is one signed webhook receiver.
+type Webhook struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"` // use ${VAR}; at least 16 characters
+}
+
+// SlackWebhook is one Slack-compatible incoming webhook.
+type SlackWebhook struct {
+	URL string `yaml:"url"` // a secret itself: use ${VAR}
+}
+
+// SMTP is an email relay.
+type SMTP struct {
+	Addr     string `yaml:"addr"` // host:port
+	From     string `yaml:"from"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"` // use ${VAR}
+	// TLS is starttls (default), tls (implicit, port 465) or none (only
+	// for a relay on localhost).
+	TLS string `yaml:"tls"`
 }
 
 // Log configures log/slog output.

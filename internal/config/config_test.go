@@ -769,6 +769,11 @@ upstreams:
   - name: fs
     command: [npx, server]
     env: {TOKEN: '${KEY}'}
+scim: {token: '${KEY}-with-enough-length-for-a-token'}
+notifications:
+  webhooks: [{url: 'https://hooks.example/x', secret: '${KEY}-webhook'}]
+  slack: [{url: 'https://hooks.slack.example/services/${KEY}'}]
+  smtp: {addr: 'smtp.example:587', from: a@example.com, password: '${KEY}'}
 `, map[string]string{"KEY": secret})
 	r := cfg.Redacted()
 

@@ -32,6 +32,20 @@ func (c Config) Redacted() Config {
 	if c.Upstreams == nil {
 		r.Upstreams = nil
 	}
+	if c.SCIM.Token != "" {
+		r.SCIM.Token = RedactedValue
+	}
+	r.Notifications.Webhooks = nil
+	for _, w := range c.Notifications.Webhooks {
+		r.Notifications.Webhooks = append(r.Notifications.Webhooks, Webhook{URL: redactURL(w.URL), Secret: RedactedValue})
+	}
+	r.Notifications.Slack = nil
+	for range c.Notifications.Slack {
+		r.Notifications.Slack = append(r.Notifications.Slack, SlackWebhook{URL: RedactedValue}) // the URL is the secret
+	}
+	if r.Notifications.SMTP.Password != "" {
+		r.Notifications.SMTP.Password = RedactedValue
+	}
 	return r
 }
 

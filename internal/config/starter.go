@@ -112,6 +112,21 @@ approvals:
   # Default: 10m.
   timeout: 10m
 
+notifications:
+  # Approvers are told about each approval request on every channel set here
+  # (they also see it in the console at /console). Default: none.
+  webhooks: []
+  #  - url: https://hooks.example.com/interlock
+  #    secret: ${INTERLOCK_WEBHOOK_SECRET}   # signs each body (HMAC-SHA256)
+  slack: []
+  #  - url: ${SLACK_WEBHOOK_URL}
+  # smtp:
+  #   addr: smtp.example.com:587
+  #   from: interlock <interlock@example.com>
+  #   username: interlock
+  #   password: ${SMTP_PASSWORD}
+  #   tls: starttls                        # starttls | tls | none
+
 scim:
   # Bearer token for SCIM 2.0 provisioning at /scim/v2 (docs/identity.md):
   # Entra ID or Okta deactivating a user stops their agents at once. Take it

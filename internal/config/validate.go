@@ -332,6 +332,34 @@ func (c *Config) validate() []Problem {
 		k.add("scim.token", "is too short to be a secret: use at least 32 random characters (e.g. openssl rand -base64 32)")
 	}
 
+	for i, w := range c.Notifications.Webhooks {
+		p := fmt.Sprintf("notifications.webhooks[%d]", i)
+		if msg := checkUpstreamURL(w.URL); msg != "" {
+			k.add(p+".url", "%s", msg)
+		}
+		if len(w.Secret) < 16 {
+			k.add(p+".secret", "is required and must be at least 16 characters (receivers check the signature with it)")
+		}
+	}
+	for i, w := range c.Notifications.Slack {
+		if msg := checkUpstreamURL(w.URL); msg != "" {
+			k.add(fmt.Sprintf("notifications.slack[%d].url", i), "%s", msg)
+		}
+	}
+	if m := c.Notifications.SMTP; m != (SMTP{}) {
+		if _, _, err := net.SplitHostPort(m.Addr); err != nil {
+			k.add("notifications.smtp.addr", "must be host:port (e.g. smtp.example.com:587)")
+		}
+		if m.From == "" {
+			k.add("notifications.smtp.from", "is required")
+		}
+		switch m.TLS {
+		case "", "starttls", "tls", "none":
+		default:
+			k.add("notifications.smtp.tls", "%s is not one of starttls, tls, none", k.show("notifications.smtp.tls", m.TLS))
+		}
+	}
+
 	switch c.Credentials.Algorithm {
 	case "EdDSA", "ES256":
 	default:
