@@ -228,6 +228,23 @@ func TestApprovalHoldsTheCall(t *testing.T) {
 		}
 		t.Error("the approval request was not cancelled when the agent gave up")
 	})
+	// Operators see the requests and their outcomes.
+	out, _, err := run(t, "approvals", "list", "--config", e.cfg)
+	if err != nil || !strings.Contains(out, "approved") || !strings.Contains(out, "denied") || !strings.Contains(out, "cancelled") {
+		t.Errorf("approvals list: %v\n%s", err, out)
+	}
+	out, _, err = run(t, "approvals", "list", "--config", e.cfg, "--state", "denied", "--json")
+	var denied []map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &denied) != nil || len(denied) != 1 {
+		t.Fatalf("approvals list --state denied --json: %v\n%s", err, out)
+	}
+	out, _, err = run(t, "approvals", "show", "--config", e.cfg, denied[0]["id"].(string))
+	if err != nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "owner@example.com denied") || !strings.Contains(out, "we have enough batteries") {
+		t.Errorf("approvals show: %v\n%s", err, out)
+	}
+	if _, _, err := run(t, "approvals", "list", "--config", e.cfg, "--state", "maybe"); err == nil {
+		t.Error("approvals list --state maybe was accepted")
+	}
 	if _, _, err := run(t, "audit", "verify", "--config", e.cfg); err != nil {
 		t.Errorf("audit verify: %v", err)
 	}

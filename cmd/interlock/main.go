@@ -63,7 +63,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		c.versionCmd(), c.initCmd(), c.serveCmd(), c.demoCmd(), c.wrapCmd(),
 		c.usersCmd(), c.agentsCmd(), c.callCmd(),
-		c.toolsCmd(), c.policyCmd(), c.auditCmd(), c.keysCmd(), c.credentialsCmd(),
+		c.toolsCmd(), c.policyCmd(), c.auditCmd(), c.keysCmd(), c.credentialsCmd(), c.approvalsCmd(),
 	)
 	return root
 }
