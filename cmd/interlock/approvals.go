@@ -9,7 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/approval"
+	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/store"
 )
 
@@ -145,4 +147,60 @@ func approvalJSON(a store.Approval) map[string]any {
 		m["decided_at"], m["reason"] = a.DecidedAt, a.Reason
 	}
 	return m
+}
+
+// enrollCmd is "interlock users enroll": a one-time link through which a
+// user registers a passkey for the approvers' console.
+func (c *cli) enrollCmd() *cobra.Command {
+	var email string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "enroll --email E",
+		Short: "Make a one-time link for a user to register a passkey in the console (to approve calls)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cfg, st, err := c.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			u, err := st.GetUserByEmail(ctx, email)
+			if err != nil {
+				return fmt.Errorf("user %q: %w", email, err)
+			}
+			if !u.Active {
+				return fmt.Errorf("user %s is deactivated", email)
+			}
+			log := c.logger(cfg)
+			al, err := audit.New(ctx, audit.Options{Store: st, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer al.Close()
+			apr, err := approval.New(approval.Options{Store: st, Audit: al, Logger: log})
+			if err != nil {
+				return err
+			}
+			con, err := app.NewConsole(ctx, cfg, st, apr, log, time.Now)
+			if err != nil {
+				return err
+			}
+			link, err := con.CreateEnrollment(ctx, u.ID, operator(), ttl)
+			if err != nil {
+				return err
+			}
+			if _, err := al.Append(ctx, audit.Event{Type: "enrollment_created", Data: map[string]any{
+				"user": u.Email, "by": operator(), "expires_in_s": ttl.Seconds()}}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "one-time passkey enrolment link for %s (valid %s):\n%s\n", u.Email, ttl, link)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&email, "email", "", "the user's email (required)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 72*time.Hour, "how long the link is valid")
+	cmd.MarkFlagRequired("email")
+	c.addConfigFlag(cmd)
+	return cmd
 }

@@ -59,6 +59,7 @@ func (h *headerLog) last() string {
 // on: acme refuses any call without a valid credential for exactly it.
 type credentialEnv struct {
 	cfg, token, addr string
+	issuer           string // public_url
 	headers          *headerLog
 }
 
@@ -68,7 +69,9 @@ func newCredentialEnv(t *testing.T) *credentialEnv { return newCredentialEnvWith
 func newCredentialEnvWith(t *testing.T, extra string) *credentialEnv {
 	t.Helper()
 	addr := freeAddr(t)
-	v, err := verify.New(verify.Options{Issuer: "http://" + addr})
+	// The default public_url of a loopback listener names localhost.
+	issuer := "http://localhost:" + addr[strings.LastIndexByte(addr, ':')+1:]
+	v, err := verify.New(verify.Options{Issuer: issuer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ upstreams:
 %s`, addr, up.URL, extra))
 	token := agent(t, cfg, "procurement-bot", "owner@example.com")
 	serveInProcess(t, cfg)
-	return &credentialEnv{cfg: cfg, token: token, addr: addr, headers: hl}
+	return &credentialEnv{cfg: cfg, token: token, addr: addr, issuer: issuer, headers: hl}
 }
 
 // receipt returns the credential and the decision of a result's _meta.
@@ -196,7 +199,7 @@ func TestCredentialsEndToEnd(t *testing.T) {
 			}
 			// jose verifies it through the JWKS interlock publishes.
 			t.Run("jose", func(t *testing.T) {
-				_, revoked, digest, payload := joseVerify(t, "http://"+e.addr, token, args)
+				_, revoked, digest, payload := joseVerify(t, e.issuer, token, args)
 				subj, _ := payload["credentialSubject"].(map[string]any)
 				action, _ := subj["action"].(map[string]any)
 				if revoked || payload["jti"] != id || action["tool"] != "place_order" || action["upstream"] != "acme" || action["arguments_digest"] != digest {
@@ -252,7 +255,7 @@ func TestCredentialsEndToEnd(t *testing.T) {
 		t.Errorf("credentials verify after revoke: %v", err)
 	}
 	t.Run("status list peer", func(t *testing.T) {
-		if _, revoked, _, _ := joseVerify(t, "http://"+e.addr, token, args); !revoked {
+		if _, revoked, _, _ := joseVerify(t, e.issuer, token, args); !revoked {
 			t.Error("the status list the gateway publishes does not show the revocation")
 		}
 	})
@@ -314,7 +317,7 @@ func TestCredentialsOverStdio(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("version: 1\ndefault: deny\nrules:\n  - id: all\n    when: 'true'\n    effect: allow\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	acmeCmd := []string{acmeBin, "-verify-issuer", "http://" + addr, "-upstream-name", "acmes", "-log-level", "warn"}
+	acmeCmd := []string{acmeBin, "-verify-issuer", "http://localhost:" + addr[strings.LastIndexByte(addr, ':')+1:], "-upstream-name", "acmes", "-log-level", "warn"}
 	cfg := writeConfig(t, dir, fmt.Sprintf(`listen: %s
 storage: {dsn: interlock.db}
 policy: {file: policy.yaml}

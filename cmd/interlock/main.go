@@ -65,6 +65,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		c.usersCmd(), c.agentsCmd(), c.callCmd(),
 		c.toolsCmd(), c.policyCmd(), c.auditCmd(), c.keysCmd(), c.credentialsCmd(), c.approvalsCmd(),
 	)
+	for _, sub := range root.Commands() {
+		if sub.Name() == "users" {
+			sub.AddCommand(c.enrollCmd())
+		}
+	}
 	return root
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
 	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/console"
 	"github.com/interlock-dev/interlock/internal/credential"
 	"github.com/interlock-dev/interlock/internal/gate"
 	"github.com/interlock-dev/interlock/internal/notify"
@@ -78,6 +79,7 @@ type App struct {
 	Gate      *gate.Gate
 	Issuer    *credential.Issuer
 	Approvals *approval.Service
+	Console   *console.Console
 	Relay     *relay.Relay
 	Metrics   *telemetry.Metrics
 	Handler   http.Handler
@@ -149,11 +151,21 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.Console, err = NewConsole(ctx, cfg, a.Store, a.Approvals, opts.Logger, opts.Now); errors.Is(err, ErrConsoleOff) {
+		a.Console = nil
+	} else if err != nil {
+		return nil, err
+	}
+	var consoleHandler http.Handler
+	if a.Console != nil {
+		consoleHandler = a.Console
+	}
 	a.Handler = server.New(server.Options{
 		AllowedHosts: cfg.AllowedHosts,
 		MCP:          a.Relay.Handler(),
 		Credentials:  a.Issuer,
 		SCIM:         a.scimHandler(),
+		Console:      consoleHandler,
 		API:          a.apiHandler(),
 		OIDC:         a.cibaHandler(),
 		Metrics:      a.Metrics.Handler(),

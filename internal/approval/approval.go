@@ -269,8 +269,23 @@ func (s *Service) unwait(id string, ch chan struct{}) {
 	}
 }
 
-// wake tells this process's waiters and subscribers that a changed.
+// publish tells this process's waiters and subscribers that a changed,
+// and the other processes on the store when it can tell them.
 func (s *Service) publish(a store.Approval) {
+	if ch, ok := s.o.Store.(store.Changes); ok {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := ch.Notify(ctx, store.TopicApprovals, a.ID); err != nil {
+				s.log.Warn("could not tell other replicas about an approval", "approval", a.ID, "err", err)
+			}
+		}()
+	}
+	s.publishLocal(a)
+}
+
+// publishLocal wakes this process's waiters and subscribers.
+func (s *Service) publishLocal(a store.Approval) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ch := range s.waiters[a.ID] {
@@ -365,8 +380,51 @@ func (s *Service) expire(ctx context.Context, id string) (store.Approval, error)
 	return a, nil
 }
 
-// Run expires overdue approvals every interval until ctx ends.
+// remoteChange handles a notification from another process: id changed
+// ("" : anything may have).
+func (s *Service) remoteChange(ctx context.Context, id string) {
+	var ids []string
+	if id != "" {
+		ids = []string{id}
+	} else {
+		s.mu.Lock()
+		for k := range s.waiters {
+			ids = append(ids, k)
+		}
+		s.mu.Unlock()
+	}
+	for _, id := range ids {
+		a, err := s.o.Store.GetApproval(ctx, id)
+		if err != nil {
+			continue
+		}
+		s.publishLocal(a)
+	}
+}
+
+// Run expires overdue approvals every interval until ctx ends, and (on a
+// store shared by several processes) listens for changes made by the
+// others, so that their waiters and live pages hear at once.
 func (s *Service) Run(ctx context.Context, interval time.Duration) {
+	if ch, ok := s.o.Store.(store.Changes); ok {
+		changed := make(chan string, 256)
+		ch.Subscribe(ctx, store.TopicApprovals, func(id string) {
+			select {
+			case changed <- id:
+			default: // the waiters' own polling catches up
+			}
+		})
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case id := <-changed:
+					s.remoteChange(ctx, id)
+				}
+			}
+		}()
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -157,11 +157,12 @@ func TestDefaults(t *testing.T) {
 		want any
 	}{
 		{"listen", "", func(c *Config) any { return c.Listen }, "127.0.0.1:8470"},
-		{"public_url from listen", "", func(c *Config) any { return c.PublicURL }, "http://127.0.0.1:8470"},
-		{"public_url from another listen", "listen: 127.0.0.1:9999", func(c *Config) any { return c.PublicURL }, "http://127.0.0.1:9999"},
+		{"public_url from listen", "", func(c *Config) any { return c.PublicURL }, "http://localhost:8470"},
+		{"public_url from another listen", "listen: 127.0.0.1:9999", func(c *Config) any { return c.PublicURL }, "http://localhost:9999"},
 		{"public_url for an unspecified listen host", "listen: 0.0.0.0:8470", func(c *Config) any { return c.PublicURL }, "http://localhost:8470"},
 		{"public_url for an empty listen host", "listen: :8470", func(c *Config) any { return c.PublicURL }, "http://localhost:8470"},
-		{"public_url for an IPv6 listen host", "listen: '[::1]:8470'", func(c *Config) any { return c.PublicURL }, "http://[::1]:8470"},
+		{"public_url for an IPv6 loopback listen", "listen: '[::1]:8470'", func(c *Config) any { return c.PublicURL }, "http://localhost:8470"},
+		{"public_url for another IP keeps it", "listen: 10.1.2.3:8470", func(c *Config) any { return c.PublicURL }, "http://10.1.2.3:8470"},
 		{"allowed_hosts", "", func(c *Config) any { return fmt.Sprint(c.AllowedHosts) }, "[localhost 127.0.0.1 [::1]]"},
 		{"allowed_hosts gets the public host", "public_url: https://gw.example.com:8443", func(c *Config) any { return fmt.Sprint(c.AllowedHosts) }, "[localhost 127.0.0.1 [::1] gw.example.com:8443]"},
 		{"allowed_hosts drops a default port", "public_url: https://gw.example.com:443", func(c *Config) any { return fmt.Sprint(c.AllowedHosts) }, "[localhost 127.0.0.1 [::1] gw.example.com]"},
@@ -868,8 +869,8 @@ func TestListenPortZeroPicksAFreePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.PublicURL != "http://127.0.0.1" {
-		t.Errorf("public_url %q, want http://127.0.0.1", cfg.PublicURL)
+	if cfg.PublicURL != "http://localhost" {
+		t.Errorf("public_url %q, want http://localhost", cfg.PublicURL)
 	}
 }
 

@@ -39,7 +39,9 @@ func (c *Config) applyDefaults(configDir string) {
 	if c.PublicURL == "" && checkListen(c.Listen) == "" {
 		host, port, _ := net.SplitHostPort(c.Listen)
 		switch host {
-		case "", "0.0.0.0", "::":
+		case "", "0.0.0.0", "::", "127.0.0.1", "::1":
+			// A name, not an address: passkeys (the console) are bound
+			// to a domain name, and localhost is one browsers trust.
 			host = "localhost"
 		}
 		if port == "0" {

@@ -88,6 +88,8 @@ type Store struct {
 	// different schemas of one database do not wait for each other.
 	migrateLock int64
 	auditLock   int64
+
+	changes changes // LISTEN/NOTIFY (changes.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -187,6 +189,7 @@ func lockKey(schema, what string) int64 {
 
 // Close closes the pool. It is safe to call more than once.
 func (s *Store) Close() error {
+	s.closeChanges()
 	if s.pool != nil {
 		s.pool.Close()
 	}

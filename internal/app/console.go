@@ -1,0 +1,68 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/approval"
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/console"
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+const consoleKeyName = "console.session_key"
+
+// ErrConsoleOff: the console cannot run with this configuration (see the
+// log line that says why).
+var ErrConsoleOff = errors.New("the approvers' console is off: public_url must name a host (passkeys are bound to a domain name), e.g. http://localhost:8470")
+
+// NewConsole builds the approvers' console for the gateway's public URL:
+// the WebAuthn relying party is its host, the origin its scheme and host.
+// The session key lives in the store, so that every replica shares it.
+func NewConsole(ctx context.Context, cfg *config.Config, st store.Store, apr *approval.Service, log *slog.Logger, now func() time.Time) (*console.Console, error) {
+	u, err := url.Parse(cfg.PublicURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("console: public_url %q: %v", cfg.PublicURL, err)
+	}
+	if net.ParseIP(u.Hostname()) != nil {
+		// Passkeys are bound to a domain name, never to an address.
+		log.Warn("the approvers' console is off: passkeys need a domain name in public_url, not an IP address (for a local gateway use http://localhost:PORT)",
+			"public_url", cfg.PublicURL)
+		return nil, ErrConsoleOff
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if key, err = st.PutMetaIfAbsent(ctx, consoleKeyName, key); err != nil {
+		return nil, fmt.Errorf("console: session key: %w", err)
+	}
+	c, err := console.New(console.Options{
+		Store: st, Approvals: apr,
+		RPID:       u.Hostname(),
+		RPOrigins:  []string{u.Scheme + "://" + u.Host},
+		URL:        cfg.PublicURL + "/console",
+		SessionKey: key,
+		Now:        now,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	return c, nil
+}
+
+// Enroll makes a one-time link through which user registers a passkey for
+// the console.
+func (a *App) Enroll(ctx context.Context, userID, by string, ttl time.Duration) (string, error) {
+	if a.Console == nil {
+		return "", ErrConsoleOff
+	}
+	return a.Console.CreateEnrollment(ctx, userID, by, ttl)
+}
