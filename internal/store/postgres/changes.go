@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -22,19 +21,35 @@ type changes struct {
 	restart chan struct{} // a new channel to LISTEN on
 	stop    context.CancelFunc
 	done    chan struct{}
+
+	suffixOnce sync.Once
+	suffix     string
+	suffixErr  error
 }
 
 // channel names topic's NOTIFY channel for this store's schema, so that
-// stores in different schemas of one database do not hear each other.
-func (s *Store) channel(topic string) string {
-	h := fnv.New32a()
-	h.Write([]byte(s.schema))
-	return fmt.Sprintf("interlock_%s_%08x", topic, h.Sum32())
+// stores in different schemas of one database do not hear each other:
+// interlock_<topic>_<first 8 hex digits of md5(current_schema())>, which
+// SQL can spell too (bump notifies principals in its transaction).
+func (s *Store) channel(ctx context.Context, topic string) (string, error) {
+	s.changes.suffixOnce.Do(func() {
+		s.changes.suffixErr = s.pool.QueryRow(ctx, `SELECT left(md5(current_schema()), 8)`).Scan(&s.changes.suffix)
+	})
+	if s.changes.suffixErr != nil {
+		err := s.changes.suffixErr
+		s.changes.suffixOnce = sync.Once{} // try again next time
+		return "", fmt.Errorf("postgres: current schema: %w", err)
+	}
+	return "interlock_" + topic + "_" + s.changes.suffix, nil
 }
 
 // Notify implements store.Changes with pg_notify.
 func (s *Store) Notify(ctx context.Context, topic, id string) error {
-	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(topic), id); err != nil {
+	ch, err := s.channel(ctx, topic)
+	if err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, ch, id); err != nil {
 		return fmt.Errorf("postgres: notify %s: %w", topic, err)
 	}
 	return nil
@@ -42,7 +57,19 @@ func (s *Store) Notify(ctx context.Context, topic, id string) error {
 
 // Subscribe implements store.Changes with LISTEN on a connection of its own.
 func (s *Store) Subscribe(ctx context.Context, topic string, fn func(id string)) {
-	ch := s.channel(topic)
+	var ch string
+	for {
+		var err error
+		if ch, err = s.channel(ctx, topic); err == nil {
+			break
+		}
+		s.log.Warn("postgres: cannot subscribe to changes yet", "topic", topic, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 	c := &s.changes
 	c.mu.Lock()
 	if c.subs == nil {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -63,5 +64,33 @@ func TestChangesAcrossReplicas(t *testing.T) {
 	case id := <-strange:
 		t.Errorf("a store on another schema heard %q", id)
 	default:
+	}
+}
+
+// A change to a user, agent or token (a generation bump) on one replica is
+// announced to the others' principal caches in the same transaction.
+func TestPrincipalChangesAnnounced(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	schema := newSchema(t, dsn)
+	a, b := openSchema(t, dsn, schema), openSchema(t, dsn, schema)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan string, 64)
+	a.Subscribe(ctx, store.TopicPrincipals, func(id string) { got <- id })
+	now := time.Now()
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no notification for a user change")
+		}
+		u := store.User{ID: fmt.Sprintf("u%d", i), Email: fmt.Sprintf("u%d@example.com", i), Active: true, Source: "local", CreatedAt: now, UpdatedAt: now}
+		if err := b.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

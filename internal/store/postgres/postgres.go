@@ -352,12 +352,17 @@ func bump(ctx context.Context, tx pgx.Tx) error {
 	if _, err := tx.Exec(ctx, `UPDATE generation SET value = value + 1 WHERE id = 1`); err != nil {
 		return fmt.Errorf("bump generation: %w", err)
 	}
+	// Delivered at commit, with the change: every replica's principal
+	// cache hears at once (store.TopicPrincipals; channel as in changes.go).
+	if _, err := tx.Exec(ctx, `SELECT pg_notify('interlock_`+store.TopicPrincipals+`_' || left(md5(current_schema()), 8), '')`); err != nil {
+		return fmt.Errorf("notify principals: %w", err)
+	}
 	return nil
 }
 
 // ---- users ----
 
-const userCols = `id, email, name, roles, active, source, created_at, updated_at`
+const userCols = `id, email, name, roles, active, source, created_at, updated_at, external_id, deleted_at`
 
 // userScan holds the raw columns of a user row.
 type userScan struct {
