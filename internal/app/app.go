@@ -20,6 +20,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/approval"
 	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/catalog"
+	"github.com/interlock-dev/interlock/internal/ciba"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/console"
 	"github.com/interlock-dev/interlock/internal/credential"
@@ -80,6 +81,7 @@ type App struct {
 	Issuer    *credential.Issuer
 	Approvals *approval.Service
 	Console   *console.Console
+	ciba      *ciba.Provider
 	Relay     *relay.Relay
 	Metrics   *telemetry.Metrics
 	Handler   http.Handler
@@ -368,6 +370,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener, hup <-chan os.Signal) 
 func (a *App) Close() error {
 	if a.Relay != nil {
 		a.Relay.Close()
+	}
+	if a.ciba != nil {
+		a.ciba.Close()
 	}
 	if a.decision != nil {
 		if err := a.decision.Close(); err != nil {

@@ -51,6 +51,7 @@ func (a *App) cibaHandler() http.Handler {
 		a.log.Error("the CIBA provider is off", "err", err)
 		return nil
 	}
+	a.ciba = p
 	return p
 }
 
