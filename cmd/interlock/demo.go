@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +91,10 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 	if err := os.WriteFile(filepath.Join(dataDir, "policy_cases.yaml"), acme.DemoPolicyCases, 0o600); err != nil {
 		return err
 	}
+	scimToken := make([]byte, 24)
+	if _, err := rand.Read(scimToken); err != nil {
+		return err
+	}
 	cfgText := fmt.Sprintf(`# Written by "interlock demo"; rewritten at every demo start.
 listen: %s
 public_url: http://%[1]s
@@ -100,7 +106,9 @@ policy:
 upstreams:
   - name: acme
     url: http://%s/mcp
-`, addr, acmeLn.Addr())
+scim:
+  token: %s
+`, addr, acmeLn.Addr(), hex.EncodeToString(scimToken))
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -118,7 +126,34 @@ upstreams:
 	if err != nil {
 		return err
 	}
+	// A demo owner deprovisioned in an earlier run comes back, with the
+	// demo agent.
+	lc := a.Lifecycle()
+	if _, err := lc.ActivateUser(ctx, demoOwner, "demo", "demo start"); err != nil {
+		return err
+	}
+	if ag, err := a.Registry.GetAgent(ctx, demoAgent); err == nil && ag.State != store.AgentActive {
+		if _, err := lc.ReassignAgent(ctx, demoAgent, demoOwner, "demo", "demo start"); err != nil {
+			return err
+		}
+		if ag.State == store.AgentSuspended {
+			if _, err := lc.ResumeAgent(ctx, demoAgent, "demo", "demo start"); err != nil {
+				return err
+			}
+		}
+	}
+	owner, err := a.Registry.GetUserByEmail(ctx, demoOwner)
+	if err != nil {
+		return err
+	}
 	c.printDemo(addr, token, cfgPath)
+	fmt.Fprintf(c.stdout, `The ghost-agent kill switch: deprovision the demo owner as Entra ID would (SCIM), and the
+agent's next call is refused as orphaned (its credentials revoked, its approvals cancelled):
+  curl -s -X PATCH -H 'Authorization: Bearer %[1]s' -H 'Content-Type: application/scim+json' -d '{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}' http://%[2]s/scim/v2/Users/%[3]s
+then bring the agent back:
+  %[4]s agents reassign %[5]s --to %[6]s --config %[7]s
+
+`, hex.EncodeToString(scimToken), addr, owner.ID, selfCommand(), demoAgent, demoFinance, cfgPath)
 	if ready != nil {
 		ready(addr, token)
 	}

@@ -62,7 +62,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(
 		c.versionCmd(), c.initCmd(), c.serveCmd(), c.demoCmd(), c.wrapCmd(),
-		c.usersCmd(), c.agentsCmd(), c.callCmd(),
+		c.usersCmd(), c.agentsCmd(), c.stopCmd(), c.resumeCmd(), c.callCmd(),
 		c.toolsCmd(), c.policyCmd(), c.auditCmd(), c.keysCmd(), c.credentialsCmd(), c.approvalsCmd(),
 	)
 	for _, sub := range root.Commands() {

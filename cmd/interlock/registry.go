@@ -98,6 +98,7 @@ func (c *cli) usersCmd() *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.addConfigFlag(list)
 	cmd.AddCommand(create, list)
+	cmd.AddCommand(c.userLifecycleCmds()...)
 	return cmd
 }
 
@@ -133,16 +134,26 @@ func (c *cli) agentsCmd() *cobra.Command {
 	create.MarkFlagRequired("owner")
 	c.addConfigFlag(create)
 
-	var listJSON bool
+	var listJSON, orphaned bool
+	var state string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List agents",
+		Short: "List agents (--orphaned: those whose owner was deactivated)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, st store.Store) error {
-				agents, err := reg.ListAgents(cmd.Context())
+				all, err := reg.ListAgents(cmd.Context())
 				if err != nil {
 					return err
+				}
+				if orphaned {
+					state = string(store.AgentOrphaned)
+				}
+				agents := all[:0]
+				for _, a := range all {
+					if state == "" || string(a.State) == state {
+						agents = append(agents, a)
+					}
 				}
 				owners := map[string]string{}
 				for _, a := range agents {
@@ -157,6 +168,7 @@ func (c *cli) agentsCmd() *cobra.Command {
 					for _, a := range agents {
 						out = append(out, map[string]any{"id": a.ID, "name": a.Name, "owner": owners[a.OwnerID],
 							"department": a.Department, "purpose": a.Purpose, "state": a.State,
+							"state_changed_at": tsText(a.StateChangedAt), "state_reason": a.StateReason,
 							"created_at": a.CreatedAt.UTC().Format(time.RFC3339)})
 					}
 					return json.NewEncoder(c.stdout).Encode(out)
@@ -171,8 +183,11 @@ func (c *cli) agentsCmd() *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	list.Flags().BoolVar(&orphaned, "orphaned", false, "only orphaned agents (their owner was deactivated)")
+	list.Flags().StringVar(&state, "state", "", "only agents in this state (active, suspended, orphaned, decommissioned)")
 	c.addConfigFlag(list)
 	cmd.AddCommand(create, list, c.tokensCmd())
+	cmd.AddCommand(c.agentLifecycleCmds()...)
 	return cmd
 }
 

@@ -722,26 +722,37 @@ func (g *Gate) appendAsync(ev audit.Event) {
 }
 
 // Inactive returns why the principal may not act, or "" when it may. The
-// test is the registry's (CheckActive); this only says it for the agent.
+// test is the registry's (CheckActive); this only says it for the agent:
+// what happened, when, and what to do about it.
 func Inactive(p *store.Principal) string {
 	err := registry.CheckActive(*p)
 	if err == nil {
 		return ""
 	}
 	a, o := &p.Agent, &p.Owner
+	since, why := "", ""
+	if !a.StateChangedAt.IsZero() {
+		since = " since " + a.StateChangedAt.UTC().Format(time.RFC3339)
+	}
+	if a.StateReason != "" {
+		why = " (" + a.StateReason + ")"
+	}
 	switch a.State {
 	case store.AgentActive:
 	case store.AgentSuspended:
-		return fmt.Sprintf("agent %q is suspended; ask its owner (%s) or the security team to resume it", a.ID, o.Email)
+		return fmt.Sprintf("agent %q is suspended%s%s; ask its owner (%s) or the security team to resume it (interlock agents resume %s)", a.ID, since, why, o.Email, a.ID)
 	case store.AgentOrphaned:
-		return fmt.Sprintf("agent %q is orphaned because its owner (%s) is no longer active; an administrator must reassign it to an active owner or decommission it", a.ID, o.Email)
+		if a.StateReason == "" {
+			why = fmt.Sprintf(" (its owner %s is no longer active)", o.Email)
+		}
+		return fmt.Sprintf("agent %q is orphaned%s%s: its owner was deactivated, so it may not act; an administrator must reassign it to an active owner (interlock agents reassign %s --to EMAIL) or decommission it (interlock agents decommission %s)", a.ID, since, why, a.ID, a.ID)
 	case store.AgentDecommissioned:
-		return fmt.Sprintf("agent %q is decommissioned and can no longer act", a.ID)
+		return fmt.Sprintf("agent %q is decommissioned%s%s and can no longer act", a.ID, since, why)
 	default:
 		return fmt.Sprintf("agent %q is in unknown state %q", a.ID, a.State)
 	}
 	if !o.Active {
-		return fmt.Sprintf("the owner of agent %q (%s) is deactivated; an administrator must reassign the agent to an active owner or decommission it", a.ID, o.Email)
+		return fmt.Sprintf("the owner of agent %q (%s) was deactivated at %s; an administrator must reassign the agent to an active owner (interlock agents reassign %s --to EMAIL) or decommission it (interlock agents decommission %s)", a.ID, o.Email, o.UpdatedAt.UTC().Format(time.RFC3339), a.ID, a.ID)
 	}
 	return err.Error()
 }

@@ -39,6 +39,10 @@ var (
 	ErrNotFound = errors.New("scim: no such user")
 	// ErrConflict: another user already has that userName.
 	ErrConflict = errors.New("scim: userName already taken")
+	// ErrInvalidValue: the Directory cannot keep a value it was given (for
+	// example a userName that is not an email address when the Directory
+	// needs one). It is a 400 invalidValue with the error's text as detail.
+	ErrInvalidValue = errors.New("scim: invalid value")
 )
 
 // Email is one value of the multi-valued "emails" attribute.

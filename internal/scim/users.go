@@ -211,6 +211,8 @@ func storeError(err error) error {
 		return &apiError{status: http.StatusNotFound, detail: "no such user", err: err}
 	case errors.Is(err, ErrConflict):
 		return &apiError{status: http.StatusConflict, scimType: uniqueness, detail: "userName is already taken", err: err}
+	case errors.Is(err, ErrInvalidValue):
+		return &apiError{status: http.StatusBadRequest, scimType: invalidValue, detail: err.Error(), err: err}
 	}
 	return err
 }

@@ -66,6 +66,14 @@ type User struct {
 	Source    string // "local" or "scim"
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// ExternalID is the identity provider's id for the user (SCIM
+	// externalId); "" when none.
+	ExternalID string
+	// DeletedAt is when the identity provider deleted the user (SCIM
+	// DELETE); zero while not deleted. A deleted user is inactive and
+	// stays stored so that the agents it owned and the audit history keep
+	// naming it.
+	DeletedAt time.Time
 }
 
 // AgentState is the lifecycle state of an agent.
@@ -98,6 +106,13 @@ type Agent struct {
 	State      AgentState
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
+	// StateChangedAt, StateChangedBy and StateReason say when the agent
+	// last moved to its State, who moved it (e.g. "cli:alice", "scim") and
+	// why; zero and "" for an agent that has kept the state it was
+	// created in. The whole history is in the audit log.
+	StateChangedAt time.Time
+	StateChangedBy string
+	StateReason    string
 }
 
 // AgentToken is one bearer credential of an agent. Only the SHA-256 hash of
@@ -342,9 +357,13 @@ type Credential struct {
 // CredentialFilter selects credentials. Zero fields select all.
 type CredentialFilter struct {
 	AgentID string
-	Live    bool      // only not revoked, not used up and not expired at Now
-	Now     time.Time // for Live
-	Limit   int
+	Live    bool // only not revoked, not used up and not expired at Now
+	// Unexpired: only not revoked and not expired at Now, used up or not
+	// (a used credential can still be shown to a tool: the kill switch
+	// revokes these).
+	Unexpired bool
+	Now       time.Time // for Live and Unexpired
+	Limit     int
 }
 
 // CredentialStore is the credential part of the store (Store embeds it).

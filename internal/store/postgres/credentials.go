@@ -180,6 +180,10 @@ func (s *Store) ListCredentials(ctx context.Context, f store.CredentialFilter) (
 		now := arg(f.Now.UnixMicro())
 		where = append(where, `revoked_at IS NULL AND used < uses AND (expires_at IS NULL OR expires_at > `+now+`)`)
 	}
+	if f.Unexpired {
+		now := arg(f.Now.UnixMicro())
+		where = append(where, `revoked_at IS NULL AND (expires_at IS NULL OR expires_at > `+now+`)`)
+	}
 	q := `SELECT ` + credCols + ` FROM credentials`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)

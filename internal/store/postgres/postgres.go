@@ -370,10 +370,12 @@ type userScan struct {
 	roles            string
 	active           int32
 	created, updated *int64
+	deleted          *int64
 }
 
 func (x *userScan) dest() []any {
-	return []any{&x.u.ID, &x.u.Email, &x.u.Name, &x.roles, &x.active, &x.u.Source, &x.created, &x.updated}
+	return []any{&x.u.ID, &x.u.Email, &x.u.Name, &x.roles, &x.active, &x.u.Source, &x.created, &x.updated,
+		&x.u.ExternalID, &x.deleted}
 }
 
 func (x *userScan) user() (store.User, error) {
@@ -386,6 +388,7 @@ func (x *userScan) user() (store.User, error) {
 	u.Active = x.active != 0
 	u.CreatedAt = fromMicros(x.created)
 	u.UpdatedAt = fromMicros(x.updated)
+	u.DeletedAt = fromMicros(x.deleted)
 	return u, nil
 }
 
@@ -402,6 +405,7 @@ func normUser(u store.User) store.User {
 	u.Roles = store.NormalizeRoles(u.Roles)
 	u.CreatedAt = store.NormalizeTime(u.CreatedAt)
 	u.UpdatedAt = store.NormalizeTime(u.UpdatedAt)
+	u.DeletedAt = store.NormalizeTime(u.DeletedAt)
 	return u
 }
 
@@ -426,8 +430,9 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 		return fmt.Errorf("postgres: create user %q: %w", u.ID, err)
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			u.ID, u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.CreatedAt), micros(u.UpdatedAt)); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			u.ID, u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.CreatedAt), micros(u.UpdatedAt),
+			u.ExternalID, micros(u.DeletedAt)); err != nil {
 			return mapErr(err)
 		}
 		return bump(ctx, tx)
@@ -505,8 +510,8 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(store.Use
 			return err
 		}
 		if _, err := tx.Exec(ctx,
-			`UPDATE users SET email = $1, name = $2, roles = $3, active = $4, source = $5, updated_at = $6 WHERE id = $7`,
-			u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.UpdatedAt), id); err != nil {
+			`UPDATE users SET email = $1, name = $2, roles = $3, active = $4, source = $5, updated_at = $6, external_id = $7, deleted_at = $8 WHERE id = $9`,
+			u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.UpdatedAt), u.ExternalID, micros(u.DeletedAt), id); err != nil {
 			return mapErr(err)
 		}
 		out = u
@@ -523,16 +528,18 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(store.Use
 
 // ---- agents ----
 
-const agentCols = `id, name, owner_id, department, purpose, state, created_at, updated_at`
+const agentCols = `id, name, owner_id, department, purpose, state, created_at, updated_at, state_changed_at, state_changed_by, state_reason`
 
 type agentScan struct {
 	a                store.Agent
 	state            string
 	created, updated *int64
+	changed          *int64
 }
 
 func (x *agentScan) dest() []any {
-	return []any{&x.a.ID, &x.a.Name, &x.a.OwnerID, &x.a.Department, &x.a.Purpose, &x.state, &x.created, &x.updated}
+	return []any{&x.a.ID, &x.a.Name, &x.a.OwnerID, &x.a.Department, &x.a.Purpose, &x.state, &x.created, &x.updated,
+		&x.changed, &x.a.StateChangedBy, &x.a.StateReason}
 }
 
 func (x *agentScan) agent() store.Agent {
@@ -540,6 +547,7 @@ func (x *agentScan) agent() store.Agent {
 	a.State = store.AgentState(x.state)
 	a.CreatedAt = fromMicros(x.created)
 	a.UpdatedAt = fromMicros(x.updated)
+	a.StateChangedAt = fromMicros(x.changed)
 	return a
 }
 
@@ -554,6 +562,7 @@ func scanAgent(row pgx.Row) (store.Agent, error) {
 func normAgent(a store.Agent) store.Agent {
 	a.CreatedAt = store.NormalizeTime(a.CreatedAt)
 	a.UpdatedAt = store.NormalizeTime(a.UpdatedAt)
+	a.StateChangedAt = store.NormalizeTime(a.StateChangedAt)
 	return a
 }
 
@@ -576,8 +585,9 @@ func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
 		return fmt.Errorf("postgres: create agent: %w", err)
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			a.ID, a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.CreatedAt), micros(a.UpdatedAt)); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			a.ID, a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.CreatedAt), micros(a.UpdatedAt),
+			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason); err != nil {
 			return mapErr(err)
 		}
 		return bump(ctx, tx)
@@ -639,8 +649,9 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, update func(store.Ag
 			return err
 		}
 		if _, err := tx.Exec(ctx,
-			`UPDATE agents SET name = $1, owner_id = $2, department = $3, purpose = $4, state = $5, updated_at = $6 WHERE id = $7`,
-			a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.UpdatedAt), id); err != nil {
+			`UPDATE agents SET name = $1, owner_id = $2, department = $3, purpose = $4, state = $5, updated_at = $6, state_changed_at = $7, state_changed_by = $8, state_reason = $9 WHERE id = $10`,
+			a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.UpdatedAt),
+			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason, id); err != nil {
 			return mapErr(err)
 		}
 		out = a
@@ -791,7 +802,9 @@ func (s *Store) TouchAgentToken(ctx context.Context, id string, at time.Time) er
 const lookupPrincipalSQL = `SELECT
 	t.id, t.agent_id, t.hash, t.created_at, t.expires_at, t.revoked_at, t.last_used_at,
 	a.id, a.name, a.owner_id, a.department, a.purpose, a.state, a.created_at, a.updated_at,
-	u.id, u.email, u.name, u.roles, u.active, u.source, u.created_at, u.updated_at
+	a.state_changed_at, a.state_changed_by, a.state_reason,
+	u.id, u.email, u.name, u.roles, u.active, u.source, u.created_at, u.updated_at,
+	u.external_id, u.deleted_at
 FROM agent_tokens t
 JOIN agents a ON a.id = t.agent_id
 JOIN users u ON u.id = a.owner_id
@@ -804,7 +817,7 @@ func (s *Store) LookupPrincipal(ctx context.Context, tokenHash []byte) (store.Pr
 		as agentScan
 		us userScan
 	)
-	dest := make([]any, 0, 23)
+	dest := make([]any, 0, 28)
 	dest = append(dest, ts.dest()...)
 	dest = append(dest, as.dest()...)
 	dest = append(dest, us.dest()...)

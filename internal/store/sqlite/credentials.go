@@ -208,6 +208,10 @@ func (s *Store) ListCredentials(ctx context.Context, f store.CredentialFilter) (
 		where = append(where, `revoked_at IS NULL AND used < uses AND (expires_at IS NULL OR expires_at > ?)`)
 		args = append(args, f.Now.UnixMicro())
 	}
+	if f.Unexpired {
+		where = append(where, `revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)`)
+		args = append(args, f.Now.UnixMicro())
+	}
 	q := `SELECT ` + credCols + ` FROM credentials`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)

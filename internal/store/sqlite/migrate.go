@@ -219,6 +219,18 @@ var migrations = []migration{
 			used_at    BIGINT
 		)`,
 	}},
+	// 6: the owner lifecycle. A user keeps the identity provider's id
+	// (external_id, SCIM externalId) and, once deleted over SCIM, when
+	// (deleted_at: the row stays so that the audit history and the agents'
+	// ownership keep resolving). An agent keeps when its state last
+	// changed, by whom and why (the full history is in the audit log).
+	{stmts: []string{
+		`ALTER TABLE users ADD COLUMN external_id TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE users ADD COLUMN deleted_at BIGINT`,
+		`ALTER TABLE agents ADD COLUMN state_changed_at BIGINT`,
+		`ALTER TABLE agents ADD COLUMN state_changed_by TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE agents ADD COLUMN state_reason TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // migrate brings the schema up to date, one migration per transaction, and

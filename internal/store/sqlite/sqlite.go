@@ -326,7 +326,7 @@ type scanner interface{ Scan(dest ...any) error }
 
 // ---- users ----
 
-const userCols = `id, email, name, roles, active, source, created_at, updated_at`
+const userCols = `id, email, name, roles, active, source, created_at, updated_at, external_id, deleted_at`
 
 // userScan holds the raw columns of a user row.
 type userScan struct {
@@ -334,10 +334,12 @@ type userScan struct {
 	roles            string
 	active           int64
 	created, updated sql.NullInt64
+	deleted          sql.NullInt64
 }
 
 func (x *userScan) dest() []any {
-	return []any{&x.u.ID, &x.u.Email, &x.u.Name, &x.roles, &x.active, &x.u.Source, &x.created, &x.updated}
+	return []any{&x.u.ID, &x.u.Email, &x.u.Name, &x.roles, &x.active, &x.u.Source, &x.created, &x.updated,
+		&x.u.ExternalID, &x.deleted}
 }
 
 func (x *userScan) user() (store.User, error) {
@@ -350,6 +352,7 @@ func (x *userScan) user() (store.User, error) {
 	u.Active = x.active != 0
 	u.CreatedAt = fromMicros(x.created)
 	u.UpdatedAt = fromMicros(x.updated)
+	u.DeletedAt = fromMicros(x.deleted)
 	return u, nil
 }
 
@@ -366,6 +369,7 @@ func normUser(u store.User) store.User {
 	u.Roles = store.NormalizeRoles(u.Roles)
 	u.CreatedAt = store.NormalizeTime(u.CreatedAt)
 	u.UpdatedAt = store.NormalizeTime(u.UpdatedAt)
+	u.DeletedAt = store.NormalizeTime(u.DeletedAt)
 	return u
 }
 
@@ -390,8 +394,9 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 		return fmt.Errorf("sqlite: create user %q: %w", u.ID, err)
 	}
 	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			u.ID, u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.CreatedAt), micros(u.UpdatedAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			u.ID, u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.CreatedAt), micros(u.UpdatedAt),
+			u.ExternalID, micros(u.DeletedAt)); err != nil {
 			return mapErr(err)
 		}
 		return bump(ctx, tx)
@@ -466,8 +471,8 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(store.Use
 			return err
 		}
 		if _, err := tx.ExecContext(ctx,
-			`UPDATE users SET email = ?, name = ?, roles = ?, active = ?, source = ?, updated_at = ? WHERE id = ?`,
-			u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.UpdatedAt), id); err != nil {
+			`UPDATE users SET email = ?, name = ?, roles = ?, active = ?, source = ?, updated_at = ?, external_id = ?, deleted_at = ? WHERE id = ?`,
+			u.Email, u.Name, roles, boolInt(u.Active), u.Source, micros(u.UpdatedAt), u.ExternalID, micros(u.DeletedAt), id); err != nil {
 			return mapErr(err)
 		}
 		out = u
@@ -484,16 +489,18 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(store.Use
 
 // ---- agents ----
 
-const agentCols = `id, name, owner_id, department, purpose, state, created_at, updated_at`
+const agentCols = `id, name, owner_id, department, purpose, state, created_at, updated_at, state_changed_at, state_changed_by, state_reason`
 
 type agentScan struct {
 	a                store.Agent
 	state            string
 	created, updated sql.NullInt64
+	changed          sql.NullInt64
 }
 
 func (x *agentScan) dest() []any {
-	return []any{&x.a.ID, &x.a.Name, &x.a.OwnerID, &x.a.Department, &x.a.Purpose, &x.state, &x.created, &x.updated}
+	return []any{&x.a.ID, &x.a.Name, &x.a.OwnerID, &x.a.Department, &x.a.Purpose, &x.state, &x.created, &x.updated,
+		&x.changed, &x.a.StateChangedBy, &x.a.StateReason}
 }
 
 func (x *agentScan) agent() store.Agent {
@@ -501,6 +508,7 @@ func (x *agentScan) agent() store.Agent {
 	a.State = store.AgentState(x.state)
 	a.CreatedAt = fromMicros(x.created)
 	a.UpdatedAt = fromMicros(x.updated)
+	a.StateChangedAt = fromMicros(x.changed)
 	return a
 }
 
@@ -515,6 +523,7 @@ func scanAgent(sc scanner) (store.Agent, error) {
 func normAgent(a store.Agent) store.Agent {
 	a.CreatedAt = store.NormalizeTime(a.CreatedAt)
 	a.UpdatedAt = store.NormalizeTime(a.UpdatedAt)
+	a.StateChangedAt = store.NormalizeTime(a.StateChangedAt)
 	return a
 }
 
@@ -537,8 +546,9 @@ func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
 		return fmt.Errorf("sqlite: create agent: %w", err)
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.CreatedAt), micros(a.UpdatedAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.CreatedAt), micros(a.UpdatedAt),
+			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason); err != nil {
 			return mapErr(err)
 		}
 		return bump(ctx, tx)
@@ -599,8 +609,9 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, update func(store.Ag
 			return err
 		}
 		if _, err := tx.ExecContext(ctx,
-			`UPDATE agents SET name = ?, owner_id = ?, department = ?, purpose = ?, state = ?, updated_at = ? WHERE id = ?`,
-			a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.UpdatedAt), id); err != nil {
+			`UPDATE agents SET name = ?, owner_id = ?, department = ?, purpose = ?, state = ?, updated_at = ?, state_changed_at = ?, state_changed_by = ?, state_reason = ? WHERE id = ?`,
+			a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.UpdatedAt),
+			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason, id); err != nil {
 			return mapErr(err)
 		}
 		out = a
@@ -751,7 +762,9 @@ func (s *Store) TouchAgentToken(ctx context.Context, id string, at time.Time) er
 const lookupPrincipalQuery = `SELECT
 	t.id, t.agent_id, t.hash, t.created_at, t.expires_at, t.revoked_at, t.last_used_at,
 	a.id, a.name, a.owner_id, a.department, a.purpose, a.state, a.created_at, a.updated_at,
-	u.id, u.email, u.name, u.roles, u.active, u.source, u.created_at, u.updated_at
+	a.state_changed_at, a.state_changed_by, a.state_reason,
+	u.id, u.email, u.name, u.roles, u.active, u.source, u.created_at, u.updated_at,
+	u.external_id, u.deleted_at
 FROM agent_tokens t
 JOIN agents a ON a.id = t.agent_id
 JOIN users u ON u.id = a.owner_id
@@ -764,7 +777,7 @@ func (s *Store) LookupPrincipal(ctx context.Context, tokenHash []byte) (store.Pr
 		as agentScan
 		us userScan
 	)
-	dest := make([]any, 0, 23)
+	dest := make([]any, 0, 28)
 	dest = append(dest, ts.dest()...)
 	dest = append(dest, as.dest()...)
 	dest = append(dest, us.dest()...)

@@ -197,6 +197,9 @@ func testListCredentials(t *testing.T, s store.Store) {
 		{"live after everything expired", store.CredentialFilter{Live: true, Now: now.Add(2 * time.Hour)},
 			[]string{"never-expires-a1"}},
 		{"live agent", store.CredentialFilter{AgentID: "agent-2", Live: true, Now: now}, []string{"multi-a2"}},
+		{"unexpired (used or not)", store.CredentialFilter{Unexpired: true, Now: now},
+			[]string{"never-expires-a1", "multi-a2", "used-a2", "live-a1"}},
+		{"unexpired agent", store.CredentialFilter{AgentID: "agent-2", Unexpired: true, Now: now}, []string{"multi-a2", "used-a2"}},
 		{"limit", store.CredentialFilter{Limit: 2}, []string{"never-expires-a1", "multi-a2"}},
 		{"live limit", store.CredentialFilter{Live: true, Now: now, Limit: 1}, []string{"never-expires-a1"}},
 	} {

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentCreateUser", testConcurrentCreateUser},
 		{"Timestamps", testTimestamps},
 		{"Ping", testPing},
+		{"LifecycleFields", testLifecycleFields},
 		{"AuditHeadEmpty", testAuditHeadEmpty},
 		{"AppendAudit", testAppendAudit},
 		{"ConcurrentAppendAudit", testConcurrentAppendAudit},
@@ -169,21 +170,24 @@ func checkUser(t *testing.T, got, want store.User) {
 	t.Helper()
 	if got.ID != want.ID || got.Email != store.NormalizeEmail(want.Email) || got.Name != want.Name ||
 		!slices.Equal(got.Roles, store.NormalizeRoles(want.Roles)) || got.Active != want.Active ||
-		got.Source != want.Source {
+		got.Source != want.Source || got.ExternalID != want.ExternalID {
 		t.Errorf("user:\n got %+v\nwant %+v", got, want)
 	}
 	checkTime(t, "user "+want.ID+" CreatedAt", got.CreatedAt, want.CreatedAt)
 	checkTime(t, "user "+want.ID+" UpdatedAt", got.UpdatedAt, want.UpdatedAt)
+	checkTime(t, "user "+want.ID+" DeletedAt", got.DeletedAt, want.DeletedAt)
 }
 
 func checkAgent(t *testing.T, got, want store.Agent) {
 	t.Helper()
 	if got.ID != want.ID || got.Name != want.Name || got.OwnerID != want.OwnerID ||
-		got.Department != want.Department || got.Purpose != want.Purpose || got.State != want.State {
+		got.Department != want.Department || got.Purpose != want.Purpose || got.State != want.State ||
+		got.StateChangedBy != want.StateChangedBy || got.StateReason != want.StateReason {
 		t.Errorf("agent:\n got %+v\nwant %+v", got, want)
 	}
 	checkTime(t, "agent "+want.ID+" CreatedAt", got.CreatedAt, want.CreatedAt)
 	checkTime(t, "agent "+want.ID+" UpdatedAt", got.UpdatedAt, want.UpdatedAt)
+	checkTime(t, "agent "+want.ID+" StateChangedAt", got.StateChangedAt, want.StateChangedAt)
 }
 
 func checkToken(t *testing.T, got, want store.AgentToken) {
@@ -1208,4 +1212,116 @@ func testPing(t *testing.T, s store.Store) {
 	if err := s.Ping(context.WithoutCancel(t.Context())); err != nil {
 		t.Errorf("Ping: %v", err)
 	}
+}
+
+// testLifecycleFields: a user's ExternalID and DeletedAt and an agent's
+// StateChangedAt, StateChangedBy and StateReason round-trip through
+// Create, Update, Get, List and LookupPrincipal, and zero values stay zero.
+func testLifecycleFields(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := newUser("u1", "a@example.com")
+	u.Source, u.ExternalID = "scim", "00u1abc"
+	a := newAgent("agent-1", u.ID)
+	a.StateChangedAt, a.StateChangedBy, a.StateReason = t0, "cli:root", "created for the pilot"
+	tok := newToken("tok-1", a.ID)
+	for _, err := range []error{s.CreateUser(ctx, u), s.CreateAgent(ctx, a), s.CreateAgentToken(ctx, tok)} {
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+	}
+	plain := newUser("u2", "b@example.com")
+	plainAgent := newAgent("agent-2", plain.ID)
+	for _, err := range []error{s.CreateUser(ctx, plain), s.CreateAgent(ctx, plainAgent)} {
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+	}
+	check := func(t *testing.T, u store.User, a store.Agent) {
+		t.Helper()
+		got, err := s.GetUser(ctx, u.ID)
+		if err != nil {
+			t.Fatalf("GetUser: %v", err)
+		}
+		checkUser(t, got, u)
+		if got, err = s.GetUserByEmail(ctx, u.Email); err != nil {
+			t.Fatalf("GetUserByEmail: %v", err)
+		}
+		checkUser(t, got, u)
+		ga, err := s.GetAgent(ctx, a.ID)
+		if err != nil {
+			t.Fatalf("GetAgent: %v", err)
+		}
+		checkAgent(t, ga, a)
+		users, err := s.ListUsers(ctx)
+		if err != nil || len(users) != 2 {
+			t.Fatalf("ListUsers = %d users, %v", len(users), err)
+		}
+		checkUser(t, users[0], u)
+		agents, err := s.ListAgents(ctx)
+		if err != nil || len(agents) != 2 {
+			t.Fatalf("ListAgents = %d agents, %v", len(agents), err)
+		}
+		checkAgent(t, agents[0], a)
+		p, err := s.LookupPrincipal(ctx, tok.Hash)
+		if err != nil {
+			t.Fatalf("LookupPrincipal: %v", err)
+		}
+		checkAgent(t, p.Agent, a)
+		checkUser(t, p.Owner, u)
+	}
+	t.Run("created", func(t *testing.T) { check(t, u, a) })
+	t.Run("zero values", func(t *testing.T) {
+		got, err := s.GetUser(ctx, plain.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkUser(t, got, plain)
+		ga, err := s.GetAgent(ctx, plainAgent.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkAgent(t, ga, plainAgent)
+	})
+	t.Run("updated", func(t *testing.T) {
+		t1 := t0.Add(time.Hour)
+		gu, err := s.UpdateUser(ctx, u.ID, func(x store.User) (store.User, error) {
+			x.Active, x.DeletedAt, x.ExternalID, x.UpdatedAt = false, t1, "00u1xyz", t1
+			return x, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateUser: %v", err)
+		}
+		wu := u
+		wu.Active, wu.DeletedAt, wu.ExternalID, wu.UpdatedAt = false, t1, "00u1xyz", t1
+		checkUser(t, gu, wu)
+		ga, err := s.UpdateAgent(ctx, a.ID, func(x store.Agent) (store.Agent, error) {
+			x.State, x.StateChangedAt, x.StateChangedBy, x.StateReason, x.UpdatedAt =
+				store.AgentOrphaned, t1, "scim", "owner a@example.com was deactivated", t1
+			return x, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateAgent: %v", err)
+		}
+		wa := a
+		wa.State, wa.StateChangedAt, wa.StateChangedBy, wa.StateReason, wa.UpdatedAt =
+			store.AgentOrphaned, t1, "scim", "owner a@example.com was deactivated", t1
+		checkAgent(t, ga, wa)
+		check(t, wu, wa)
+	})
+	t.Run("cleared", func(t *testing.T) {
+		gu, err := s.UpdateUser(ctx, u.ID, func(x store.User) (store.User, error) {
+			x.DeletedAt, x.ExternalID = time.Time{}, ""
+			return x, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateUser: %v", err)
+		}
+		if !gu.DeletedAt.IsZero() || gu.ExternalID != "" {
+			t.Errorf("UpdateUser returned %+v; want DeletedAt and ExternalID cleared", gu)
+		}
+		got, err := s.GetUser(ctx, u.ID)
+		if err != nil || !got.DeletedAt.IsZero() || got.ExternalID != "" {
+			t.Errorf("GetUser = %+v, %v; want DeletedAt and ExternalID cleared", got, err)
+		}
+	})
 }

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/interlock-dev/interlock/internal/audit"
+	"github.com/interlock-dev/interlock/internal/registry"
+	"github.com/interlock-dev/interlock/internal/store"
+)
+
+// The owner and agent lifecycle commands and the emergency stop. They
+// change the local store (--config). A running gateway sees the change on
+// its next call (the registry's cache follows the store's generation), and
+// refuses the agents from then on; the gateway's open MCP sessions of those
+// agents are not closed from here (the CLI is another process): they stay
+// open, but every tool call in them is refused. Changes made through the
+// gateway (SCIM) close the sessions at once.
+
+// withLifecycle opens the configured store, a registry, the audit log and
+// the lifecycle operations over them.
+func (c *cli) withLifecycle(ctx context.Context, fn func(*registry.Lifecycle, *registry.Registry) error) error {
+	cfg, st, err := c.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log := c.logger(cfg)
+	reg := registry.New(registry.Options{Store: st, Logger: log})
+	defer reg.Close()
+	al, err := audit.New(ctx, audit.Options{Store: st, Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening the audit log: %w", err)
+	}
+	err = fn(registry.NewLifecycle(reg, registry.LifecycleOptions{Audit: al, Notifier: registry.LogNotifier(log)}), reg)
+	if cerr := al.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("closing the audit log: %w", cerr)
+	}
+	return err
+}
+
+func tsText(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// printReport says what a cascade did.
+func (c *cli) printReport(what string, rep registry.Report, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(c.stdout).Encode(rep)
+	}
+	fmt.Fprintf(c.stdout, "%s: %d agent(s) changed%s\n", what, len(rep.Agents), listText(rep.Agents))
+	fmt.Fprintf(c.stdout, "  approvals cancelled: %d, credentials revoked: %d", len(rep.ApprovalsCancelled), len(rep.CredentialsRevoked))
+	if len(rep.TokensRevoked) > 0 {
+		fmt.Fprintf(c.stdout, ", agent tokens revoked: %d", len(rep.TokensRevoked))
+	}
+	fmt.Fprintf(c.stdout, "\n  audit story %s\n", rep.Story)
+	keys := make([]string, 0, len(rep.Skipped))
+	for k := range rep.Skipped {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(c.stdout, "  skipped %s: %s\n", k, rep.Skipped[k])
+	}
+	if len(rep.Agents) > 0 {
+		fmt.Fprintln(c.stdout, "  a running gateway refuses these agents from its next call; their open sessions there stay open but every tool call is refused")
+	}
+	return nil
+}
+
+func listText(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	if len(ids) > 10 {
+		return " (" + strings.Join(ids[:10], ", ") + ", ...)"
+	}
+	return " (" + strings.Join(ids, ", ") + ")"
+}
+
+// userLifecycleCmds are "users show|deactivate|activate".
+func (c *cli) userLifecycleCmds() []*cobra.Command {
+	var asJSON bool
+	show := &cobra.Command{
+		Use:   "show EMAIL|ID",
+		Short: "Show a user and the agents they own",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return c.withRegistry(ctx, func(reg *registry.Registry, st store.Store) error {
+				u, err := reg.ResolveUser(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				agents, err := reg.ListAgents(ctx)
+				if err != nil {
+					return err
+				}
+				var owned []store.Agent
+				for _, a := range agents {
+					if a.OwnerID == u.ID {
+						owned = append(owned, a)
+					}
+				}
+				if asJSON {
+					out := map[string]any{"id": u.ID, "email": u.Email, "name": u.Name, "roles": u.Roles, "active": u.Active,
+						"source": u.Source, "external_id": u.ExternalID, "created_at": tsText(u.CreatedAt), "updated_at": tsText(u.UpdatedAt),
+						"deleted_at": tsText(u.DeletedAt)}
+					as := []map[string]any{}
+					for _, a := range owned {
+						as = append(as, map[string]any{"id": a.ID, "state": a.State})
+					}
+					out["agents"] = as
+					return json.NewEncoder(c.stdout).Encode(out)
+				}
+				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "id\t%s\nemail\t%s\nname\t%s\nroles\t%s\nactive\t%v\nsource\t%s\n", u.ID, u.Email, u.Name, strings.Join(u.Roles, ","), u.Active, u.Source)
+				if u.ExternalID != "" {
+					fmt.Fprintf(tw, "external id\t%s\n", u.ExternalID)
+				}
+				fmt.Fprintf(tw, "created\t%s\nupdated\t%s\n", tsText(u.CreatedAt), tsText(u.UpdatedAt))
+				if !u.DeletedAt.IsZero() {
+					fmt.Fprintf(tw, "deleted\t%s\n", tsText(u.DeletedAt))
+				}
+				for _, a := range owned {
+					fmt.Fprintf(tw, "agent\t%s (%s)\n", a.ID, a.State)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.addConfigFlag(show)
+
+	var reason string
+	var deactJSON bool
+	deactivate := &cobra.Command{
+		Use:   "deactivate EMAIL|ID",
+		Short: "Deactivate a user: the kill switch for every agent they own",
+		Long: `Deactivate a user. Every agent they own becomes orphaned, the pending
+approvals of those agents are cancelled and every live credential issued
+to them is revoked, all audited as one story. The agents stay orphaned
+until reassigned (agents reassign) or decommissioned.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				u, rep, err := lc.DeactivateUser(ctx, args[0], operator(), reason)
+				if u.ID != "" {
+					if perr := c.printReport("deactivated "+u.Email, rep, deactJSON); perr != nil {
+						return perr
+					}
+				}
+				return err
+			})
+		},
+	}
+	deactivate.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agents)")
+	deactivate.Flags().BoolVar(&deactJSON, "json", false, "print the report as JSON")
+	c.addConfigFlag(deactivate)
+
+	var actReason string
+	activate := &cobra.Command{
+		Use:   "activate EMAIL|ID",
+		Short: "Activate a user again (their orphaned agents stay orphaned until reassigned)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				u, err := lc.ActivateUser(ctx, args[0], operator(), actReason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "activated %s; agents orphaned meanwhile stay orphaned until reassigned\n", u.Email)
+				return nil
+			})
+		},
+	}
+	activate.Flags().StringVar(&actReason, "reason", "", "why (recorded in the audit log)")
+	c.addConfigFlag(activate)
+	return []*cobra.Command{show, deactivate, activate}
+}
+
+// agentLifecycleCmds are "agents show|suspend|resume|reassign|decommission".
+func (c *cli) agentLifecycleCmds() []*cobra.Command {
+	var asJSON bool
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show an agent, its owner, its tokens and its state history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, reg *registry.Registry) error {
+				a, err := reg.GetAgent(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				owner, _ := reg.GetUser(ctx, a.OwnerID)
+				toks, err := reg.ListTokens(ctx, a.ID)
+				if err != nil {
+					return err
+				}
+				hist, err := lc.History(ctx, a.ID)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					h := []map[string]any{}
+					for _, ev := range hist {
+						var data any
+						_ = json.Unmarshal(ev.Data, &data)
+						h = append(h, map[string]any{"seq": ev.Seq, "time": tsText(ev.Time), "type": ev.Type, "data": data})
+					}
+					return json.NewEncoder(c.stdout).Encode(map[string]any{
+						"id": a.ID, "name": a.Name, "owner": owner.Email, "owner_active": owner.Active, "department": a.Department,
+						"purpose": a.Purpose, "state": a.State, "state_changed_at": tsText(a.StateChangedAt),
+						"state_changed_by": a.StateChangedBy, "state_reason": a.StateReason, "created_at": tsText(a.CreatedAt),
+						"tokens": len(toks), "history": h,
+					})
+				}
+				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "id\t%s\nname\t%s\nowner\t%s (active: %v)\ndepartment\t%s\npurpose\t%s\nstate\t%s\n",
+					a.ID, a.Name, owner.Email, owner.Active, a.Department, a.Purpose, a.State)
+				if !a.StateChangedAt.IsZero() {
+					fmt.Fprintf(tw, "since\t%s by %s\n", tsText(a.StateChangedAt), a.StateChangedBy)
+				}
+				if a.StateReason != "" {
+					fmt.Fprintf(tw, "reason\t%s\n", a.StateReason)
+				}
+				live := 0
+				for _, t := range toks {
+					if t.RevokedAt.IsZero() && (t.ExpiresAt.IsZero() || time.Now().Before(t.ExpiresAt)) {
+						live++
+					}
+				}
+				fmt.Fprintf(tw, "created\t%s\ntokens\t%d (%d usable)\n", tsText(a.CreatedAt), len(toks), live)
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.stdout, "history:")
+				for _, ev := range hist {
+					var d map[string]any
+					_ = json.Unmarshal(ev.Data, &d)
+					line := fmt.Sprintf("  %s  #%d %s", tsText(ev.Time), ev.Seq, ev.Type)
+					for _, k := range []string{"from", "to", "to_owner", "count", "by", "reason"} {
+						if v, ok := d[k]; ok && v != "" {
+							line += fmt.Sprintf(" %s=%v", k, v)
+						}
+					}
+					fmt.Fprintln(c.stdout, line)
+				}
+				return nil
+			})
+		},
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.addConfigFlag(show)
+
+	mk := func(use, short string, run func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error) *cobra.Command {
+		var reason string
+		var asJSON bool
+		cmd := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx := cmd.Context()
+				return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+					return run(ctx, lc, args[0], reason, asJSON)
+				})
+			},
+		}
+		cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agent)")
+		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		c.addConfigFlag(cmd)
+		return cmd
+	}
+	suspend := mk("suspend ID", "Suspend an agent: its calls are refused, its approvals cancelled, its live credentials revoked",
+		func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error {
+			rep, err := lc.SuspendAgent(ctx, id, operator(), reason)
+			if perr := c.printReport("suspended", rep, asJSON); perr != nil {
+				return perr
+			}
+			return err
+		})
+	resume := mk("resume ID", "Resume a suspended agent (its owner must be active)",
+		func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error {
+			a, err := lc.ResumeAgent(ctx, id, operator(), reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "agent %s is %s\n", a.ID, a.State)
+			return nil
+		})
+	decommission := mk("decommission ID", "Retire an agent for good: its tokens and live credentials are revoked",
+		func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error {
+			rep, err := lc.DecommissionAgent(ctx, id, operator(), reason)
+			if perr := c.printReport("decommissioned", rep, asJSON); perr != nil {
+				return perr
+			}
+			return err
+		})
+
+	var to, reason string
+	reassign := &cobra.Command{
+		Use:   "reassign ID --to EMAIL",
+		Short: "Give an agent a new, active owner (an orphaned agent becomes active again)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				a, err := lc.ReassignAgent(ctx, args[0], to, operator(), reason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "agent %s now belongs to %s and is %s\n", a.ID, to, a.State)
+				return nil
+			})
+		},
+	}
+	reassign.Flags().StringVar(&to, "to", "", "the new owner's email (required; must be active)")
+	reassign.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	reassign.MarkFlagRequired("to")
+	c.addConfigFlag(reassign)
+	return []*cobra.Command{show, suspend, resume, reassign, decommission}
+}
+
+// stopCmd is the emergency stop; resumeCmd undoes it.
+func (c *cli) stopCmd() *cobra.Command   { return c.stopResumeCmd(true) }
+func (c *cli) resumeCmd() *cobra.Command { return c.stopResumeCmd(false) }
+
+func (c *cli) stopResumeCmd(stop bool) *cobra.Command {
+	var sel registry.Selector
+	var reason string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stop --all|--agent ID|--owner EMAIL --reason R",
+		Short: "Emergency stop: suspend agents at once (calls refused, approvals cancelled, live credentials revoked)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if stop && strings.TrimSpace(reason) == "" {
+				return fmt.Errorf("--reason is required")
+			}
+			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				if stop {
+					rep, err := lc.Stop(ctx, sel, operator(), reason)
+					if perr := c.printReport("stopped", rep, asJSON); perr != nil {
+						return perr
+					}
+					return err
+				}
+				rep, err := lc.Resume(ctx, sel, operator(), reason)
+				if perr := c.printReport("resumed", rep, asJSON); perr != nil {
+					return perr
+				}
+				return err
+			})
+		},
+	}
+	if !stop {
+		cmd.Use = "resume --all|--agent ID|--owner EMAIL"
+		cmd.Short = "Undo an emergency stop: resume suspended agents whose owner is active"
+	}
+	cmd.Flags().BoolVar(&sel.All, "all", false, "every agent")
+	cmd.Flags().StringVar(&sel.Agent, "agent", "", "one agent")
+	cmd.Flags().StringVar(&sel.Owner, "owner", "", "every agent of this owner (email)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agents)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.addConfigFlag(cmd)
+	return cmd
+}
