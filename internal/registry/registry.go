@@ -176,6 +176,13 @@ func New(opts Options) *Registry {
 	}
 	r.wg.Add(1)
 	go r.touchLoop()
+	if ch, ok := r.store.(store.Changes); ok {
+		// Another replica changed a user, agent or token (the kill
+		// switch): drop the cache at once, not at the next generation read.
+		ctx, cancel := context.WithCancel(context.Background())
+		ch.Subscribe(ctx, store.TopicPrincipals, func(string) { r.invalidate() })
+		go func() { <-r.done; cancel() }()
+	}
 	return r
 }
 
