@@ -51,7 +51,12 @@ func (c *cli) callCmd() *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			client := mcp.NewClient(&mcp.Implementation{Name: "interlock-call", Version: version}, nil)
+			// Progress (a call held for approval says whom it waits for)
+			// goes to stderr.
+			client := mcp.NewClient(&mcp.Implementation{Name: "interlock-call", Version: version}, &mcp.ClientOptions{
+				ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+					fmt.Fprintf(c.stderr, "interlock: %s\n", req.Params.Message)
+				}})
 			tr := &mcp.StreamableClientTransport{Endpoint: url,
 				HTTPClient: &http.Client{Transport: &bearer{token: token, next: http.DefaultTransport}}}
 			session, err := client.Connect(ctx, tr, nil)
@@ -77,6 +82,7 @@ func (c *cli) callCmd() *cobra.Command {
 				arguments = json.RawMessage(args[1])
 			}
 			params := &mcp.CallToolParams{Name: args[0], Arguments: arguments}
+			params.SetProgressToken("interlock-call")
 			if presentFile != "" {
 				b, err := os.ReadFile(presentFile)
 				if err != nil {

@@ -66,6 +66,9 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 	}
 	defer ln.Close()
 	addr := ln.Addr().String()
+	// The public URL names localhost, not the address: passkeys (the
+	// approvers' console) are bound to a name.
+	public := "http://localhost:" + addr[strings.LastIndexByte(addr, ':')+1:]
 
 	// The demo upstream, in process, on a loopback port of its own. It
 	// checks every call's credential itself with the verify package, as a
@@ -74,7 +77,7 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 	if err != nil {
 		return err
 	}
-	verifier, err := verify.New(verify.Options{Issuer: "http://" + addr})
+	verifier, err := verify.New(verify.Options{Issuer: public})
 	if err != nil {
 		return err
 	}
@@ -97,7 +100,7 @@ func (c *cli) demo(ctx context.Context, dataDir, listen string, ready func(addr,
 	}
 	cfgText := fmt.Sprintf(`# Written by "interlock demo"; rewritten at every demo start.
 listen: %s
-public_url: http://%[1]s
+public_url: %s
 storage:
   driver: sqlite
   dsn: interlock.db
@@ -108,7 +111,7 @@ upstreams:
     url: http://%s/mcp
 scim:
   token: %s
-`, addr, acmeLn.Addr(), hex.EncodeToString(scimToken))
+`, addr, public, acmeLn.Addr(), hex.EncodeToString(scimToken))
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -146,14 +149,26 @@ scim:
 	if err != nil {
 		return err
 	}
-	c.printDemo(addr, token, cfgPath)
+	var links []string
+	for _, email := range []string{demoOwner, demoFinance} {
+		u, err := a.Registry.GetUserByEmail(ctx, email)
+		if err != nil {
+			return err
+		}
+		link, err := a.Enroll(ctx, u.ID, "demo", 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		links = append(links, link)
+	}
+	c.printDemo(public, token, cfgPath, links)
 	fmt.Fprintf(c.stdout, `The ghost-agent kill switch: deprovision the demo owner as Entra ID would (SCIM), and the
 agent's next call is refused as orphaned (its credentials revoked, its approvals cancelled):
-  curl -s -X PATCH -H 'Authorization: Bearer %[1]s' -H 'Content-Type: application/scim+json' -d '{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}' http://%[2]s/scim/v2/Users/%[3]s
+  curl -s -X PATCH -H 'Authorization: Bearer %[1]s' -H 'Content-Type: application/scim+json' -d '{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}' %[2]s/scim/v2/Users/%[3]s
 then bring the agent back:
   %[4]s agents reassign %[5]s --to %[6]s --config %[7]s
 
-`, hex.EncodeToString(scimToken), addr, owner.ID, selfCommand(), demoAgent, demoFinance, cfgPath)
+`, hex.EncodeToString(scimToken), public, owner.ID, selfCommand(), demoAgent, demoFinance, cfgPath)
 	if ready != nil {
 		ready(addr, token)
 	}
@@ -198,9 +213,8 @@ func selfCommand() string {
 	return exe
 }
 
-func (c *cli) printDemo(addr, token, cfgPath string) {
+func (c *cli) printDemo(base, token, cfgPath string, links []string) {
 	self := selfCommand()
-	base := "http://" + addr
 	fmt.Fprintf(c.stdout, `
 interlock demo is running (Ctrl-C stops it).
 
@@ -228,8 +242,15 @@ refuses any call without one. Try three calls:
   denied (CUST-004 has no open support ticket):
   %[5]s call --url %[1]s/mcp/acme --token %[4]s get_customer_record '{"customer_id":"CUST-004"}'
 
-  needs approval (a $1,200 order; approvals arrive in a later version, so it is refused for now):
+  needs approval (a $1,200 order): the call waits while the owner is asked. First open the
+  owner's one-time link in a browser and register a passkey (the browser's own passkey
+  manager or a phone will do):
+    owner (%[3]s):           %[9]s
+    finance manager (%[10]s): %[11]s
+  then make the call, and approve it in the console (%[1]s/console) while it waits:
   %[5]s call --url %[1]s/mcp/acme --token %[4]s place_order '{"item":"laptop batteries","quantity":10,"unit_price_usd":120}'
+  it goes through with a credential that names the owner; orders above $5,000 need the finance
+  manager, and the owner may not approve those (separation of duties).
 
 Every decision is in the tamper-evident audit log:
   %[5]s audit tail --config %[6]s
@@ -242,5 +263,5 @@ Other commands against this demo's store take --config %[6]s
   (for example: %[5]s tools list --config %[6]s)
 
 `, base, demoAgent, demoOwner, token, self, cfgPath, filepath.Join(filepath.Dir(cfgPath), "policy.yaml"),
-		filepath.Join(filepath.Dir(cfgPath), "receipt.jwt"))
+		filepath.Join(filepath.Dir(cfgPath), "receipt.jwt"), links[0], demoFinance, links[1])
 }
