@@ -321,8 +321,12 @@ func TestDemo(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("demo did not start")
 	}
-	if !strings.Contains(out.String(), u.token) || !strings.Contains(out.String(), "call --url http://"+u.addr+"/mcp/acme") {
+	public := "http://localhost:" + u.addr[strings.LastIndexByte(u.addr, ':')+1:]
+	if !strings.Contains(out.String(), u.token) || !strings.Contains(out.String(), "call --url "+public+"/mcp/acme") {
 		t.Fatalf("demo output lacks the token or the sample call:\n%s", out.String())
+	}
+	if n := strings.Count(out.String(), public+"/console/enroll/"); n != 2 {
+		t.Errorf("demo output has %d enrolment links, want 2 (owner and finance manager)", n)
 	}
 	cs := connectHTTP(t, "http://"+u.addr+"/mcp/acme", u.token)
 	if text, isErr := callText(t, cs, "search_docs", map[string]any{"query": "refund"}); isErr || !strings.Contains(strings.ToLower(text), "refund") {
