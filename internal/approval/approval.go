@@ -677,6 +677,10 @@ func Message(r Request) string {
 	return b.String()
 }
 
+// FormatAmount formats an amount as binding messages show it: thousands
+// separators, and cents only when there are some (1,200 or 12.50).
+func FormatAmount(f float64) string { return money(f) }
+
 // money formats an amount with thousands separators and cents when needed.
 func money(f float64) string {
 	neg := f < 0

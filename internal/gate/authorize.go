@@ -103,6 +103,9 @@ func (g *Gate) Authorize(ctx context.Context, p *store.Principal, upstream, tool
 			Approvers: approvers, Quorum: dc.d.Quorum, SeparationOfDuties: dc.d.SeparationOfDuties,
 			Message: o.BindingMessage, RiskScore: dc.d.Call.RiskScore, Amount: amount, Source: "ciba", ClientData: o.ClientData,
 		}
+		if req.Message == "" {
+			req.Message = g.bindingMessage(p, upstream, tool, shown, amount)
+		}
 		if o.LoginHint != "" {
 			ok, err := g.hintAllowed(ctx, p, dc.d.Approvers, o.LoginHint, dc.d.SeparationOfDuties)
 			if err != nil {

@@ -351,7 +351,7 @@ func (g *Gate) hold(ctx context.Context, c *relay.Call, p *store.Principal, args
 		return nil, err
 	}
 	for _, a := range approved {
-		v, err := g.approvedCall(ctx, c, p, args, rec, meta, a)
+		v, err := g.approvedCall(ctx, c, p, args, rec, meta, a, d)
 		if errors.Is(err, store.ErrAlreadyExists) {
 			continue // that approval already let a call through
 		}
@@ -369,6 +369,7 @@ func (g *Gate) hold(ctx context.Context, c *relay.Call, p *store.Principal, args
 		Arguments: shown, ArgsDigest: rec.ArgsDigest, Rule: d.Rule,
 		Approvers: d.Approvers, Quorum: d.Quorum, SeparationOfDuties: d.SeparationOfDuties,
 		RiskScore: d.Call.RiskScore, Amount: amount, Source: "mcp",
+		Message: g.bindingMessage(p, c.Upstream, c.Name, shown, amount),
 	})
 	if errors.Is(err, approval.ErrNoApprover) {
 		return deny(fmt.Sprintf("interlock refused this call: it needs approval (rule %q), but %v. Decision id %s.", d.Rule, err, callID), nil)
@@ -417,7 +418,7 @@ func (g *Gate) hold(ctx context.Context, c *relay.Call, p *store.Principal, args
 	info["state"] = string(a.State)
 	switch a.State {
 	case store.ApprovalApproved:
-		v, err := g.approvedCall(ctx, c, p, args, rec, meta, a)
+		v, err := g.approvedCall(ctx, c, p, args, rec, meta, a, d)
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return deny(fmt.Sprintf("approval %s was given, but another call with the same arguments already used it; call again to ask anew. Decision id %s.", a.ID, callID), nil)
 		}
@@ -435,10 +436,36 @@ func (g *Gate) hold(ctx context.Context, c *relay.Call, p *store.Principal, args
 	}
 }
 
+// bindingMessage renders the tool's approval_message (policy), or returns
+// "" for the default message.
+func (g *Gate) bindingMessage(p *store.Principal, upstream, tool string, args map[string]any, amount *float64) string {
+	pol := g.opts.Policy()
+	if pol == nil {
+		return ""
+	}
+	src := pol.ApprovalMessage(catalog.Tool{Upstream: upstream, Name: tool})
+	if src == "" {
+		return ""
+	}
+	m := policy.ApprovalMessage{Agent: p.Agent.Name, AgentID: p.Agent.ID, Owner: p.Owner.Email, Upstream: upstream, Tool: tool, Args: args}
+	if m.Agent == "" {
+		m.Agent = p.Agent.ID
+	}
+	if amount != nil {
+		m.Amount = approval.FormatAmount(*amount)
+	}
+	msg, err := policy.RenderApprovalMessage(src, m)
+	if err != nil || msg == "" {
+		g.log.Warn("approval_message did not render; the default message is used", "tool", upstream+"."+tool, "err", err)
+		return ""
+	}
+	return msg
+}
+
 // approvedCall issues the credential of a call an approval let through,
 // naming every approver, and lets the call go on. store.ErrAlreadyExists
 // means the approval already let a call through.
-func (g *Gate) approvedCall(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, rec *decisionRecord, meta map[string]any, a store.Approval) (*relay.Verdict, error) {
+func (g *Gate) approvedCall(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, rec *decisionRecord, meta map[string]any, a store.Approval, d policy.Decision) (*relay.Verdict, error) {
 	var auth []credential.Authorization
 	for _, v := range approval.Approvers(a) {
 		auth = append(auth, credential.Authorization{Kind: "approval", Approver: v.Email, Method: v.Method, ApprovalID: a.ID})
@@ -448,6 +475,8 @@ func (g *Gate) approvedCall(ctx context.Context, c *relay.Call, p *store.Princip
 		AgentID: p.Agent.ID, OwnerEmail: p.Owner.Email, DecisionID: rec.DecisionID,
 		Upstream: c.Upstream, Tool: c.Name, Arguments: args,
 		AuthorizedBy: auth, RiskScore: a.RiskScore, ClientIP: c.ClientIP, PolicyVersion: rec.PolicyHash,
+		// The deciding rule's constraints bind the approved call too.
+		Lifetime: d.Constraints.Lifetime, Uses: d.Constraints.Uses, MaxAmount: d.Constraints.MaxAmount,
 		ConsumeNow: true,
 	})
 	if err != nil {
@@ -455,6 +484,15 @@ func (g *Gate) approvedCall(ctx context.Context, c *relay.Call, p *store.Princip
 			return nil, err
 		}
 		return nil, fmt.Errorf("issuing the approved call's credential: %w", err)
+	}
+	// An approved call spends like an allowed one: its amount counts
+	// against the budgets that apply (recorded, whatever their limit: a
+	// human has approved going past it).
+	for _, ch := range d.Charges {
+		if _, _, err := g.opts.Budgets.ChargeBudget(ctx, store.BudgetEntry{Key: ch.Key, Time: g.opts.Now(), Amount: ch.Amount, CallID: rec.DecisionID},
+			g.opts.Now().Add(-ch.Window), math.Inf(1)); err != nil {
+			g.log.Error("budget: could not record an approved call's spend", "budget", ch.BudgetID, "key", ch.Key, "amount", ch.Amount, "err", err)
+		}
 	}
 	decision, _ := meta["io.interlock/decision"].(map[string]any)
 	if decision != nil {

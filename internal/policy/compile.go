@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"text/template"
 	"time"
 
 	"cel.dev/cel-go/cel"
@@ -172,6 +173,42 @@ func (p *Policy) RuleIDs() []string {
 		ids[i] = r.id
 	}
 	return ids
+}
+
+// ApprovalMessage is what an approval_message template is rendered with.
+type ApprovalMessage struct {
+	Agent    string         // the agent's name (its id when it has none)
+	AgentID  string         // the agent's id
+	Owner    string         // the owner's email
+	Upstream string         // the upstream's name
+	Tool     string         // the tool's name
+	Args     map[string]any // the call's arguments (as approvers may see them)
+	Amount   string         // the call's amount, formatted (1,200 or 12.50); "" without one
+}
+
+// ParseApprovalMessage parses an approval_message: Go text/template syntax
+// over ApprovalMessage ({{.Agent}}, {{.Args.item}}, {{.Amount}}, ...);
+// plain text is a template too.
+func ParseApprovalMessage(src string) (*template.Template, error) {
+	t, err := template.New("approval_message").Option("missingkey=zero").Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid template: %w", err)
+	}
+	return t, nil
+}
+
+// RenderApprovalMessage renders src with m.
+func RenderApprovalMessage(src string, m ApprovalMessage) (string, error) {
+	t, err := ParseApprovalMessage(src)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, m); err != nil {
+		return "", fmt.Errorf("approval_message: %w", err)
+	}
+	// A missing argument renders as nothing, not as "<no value>".
+	return strings.TrimSpace(strings.ReplaceAll(b.String(), "<no value>", "")), nil
 }
 
 // ApprovalMessage returns the approval_message the tool overrides give the
@@ -599,6 +636,11 @@ func (c *compiler) tool(ts toolSpec, i int) *toolOverride {
 	}
 	if ts.Amount.Set {
 		t.amountAST, t.amount = c.expr(c.amountEnv, ts.Amount, where+" amount", wantNumber)
+	}
+	if ts.ApprovalMessage.Set {
+		if _, err := ParseApprovalMessage(ts.ApprovalMessage.V); err != nil {
+			c.addAt(ts.ApprovalMessage, where+" approval_message", "%v", err)
+		}
 	}
 	if !ts.Class.Set && !ts.Action.Set && !ts.Risk.Set && !ts.Amount.Set && !ts.ApprovalMessage.Set {
 		c.add(ts.Line, 0, where, "sets nothing: give at least one of class, action, risk, amount, approval_message")

@@ -615,3 +615,17 @@ lookups:
 		<-done
 	}
 }
+
+// approval_message is a template over the call: checked at load, rendered
+// with the call's details.
+func TestApprovalMessageTemplate(t *testing.T) {
+	bad := "version: 1\ndefault: deny\ntools:\n  - match: \"acme.place_order\"\n    approval_message: \"{{.Args.item\"\n"
+	if _, err := Parse([]byte(bad), "p.yaml"); err == nil || !strings.Contains(err.Error(), "approval_message") || !strings.Contains(err.Error(), "p.yaml:5") {
+		t.Errorf("a broken template: %v", err)
+	}
+	got, err := RenderApprovalMessage("Your {{.Agent}} wants a ${{.Amount}} order for {{.Args.quantity}} x {{.Args.item}}{{.Args.missing}}.",
+		ApprovalMessage{Agent: "procurement agent", Amount: "1,200", Args: map[string]any{"item": "batteries", "quantity": 10}})
+	if want := "Your procurement agent wants a $1,200 order for 10 x batteries."; err != nil || got != want {
+		t.Errorf("rendered %q, %v; want %q", got, err, want)
+	}
+}
