@@ -4,7 +4,7 @@
 //
 //	acme                       # stdio
 //	acme -http 127.0.0.1:8471  # http://127.0.0.1:8471/mcp, stateful sessions
-//	acme -verify-issuer http://127.0.0.1:8470  # refuse calls without a valid interlock credential
+//	acme -verify-issuer http://localhost:8470  # refuse calls without a valid interlock credential
 package main
 
 import (
