@@ -82,6 +82,14 @@ type Event struct {
 	AgentID string    // the agent the event is about
 	Time    time.Time // zero: Options.Now(); kept to the microsecond
 	Data    any
+	// Credential, when set, is a credential record the store inserts in
+	// the same transaction as the event (store.AuditEvent.Credential): the
+	// gate records an allowed call's credential with its decision. It is
+	// not part of the hashed event (Data should name it). With a
+	// StatusIndex of -1 the store picks a free index and, once Append
+	// returns without error, the record holds it. The record must not be
+	// touched while the append is under way.
+	Credential *store.Credential
 }
 
 // Log appends to the audit chain. It is safe for concurrent use.
@@ -441,8 +449,47 @@ func (l *Log) take() ([]*request, bool) {
 }
 
 // commit appends the batch's events in one store transaction and wakes its
-// callers with the outcome.
+// callers with the outcome. When the store refuses the batch as a whole
+// and some of its requests carry credentials (a credential the store
+// refuses fails its transaction), each request is committed on its own,
+// so that one caller's credential cannot fail the others' events.
 func (l *Log) commit(ctx context.Context, batch []*request) {
+	err := l.commitBatch(ctx, batch)
+	if err != nil && len(batch) > 1 && carriesCredentials(batch) &&
+		(errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrInvalid)) {
+		l.log.Warn("audit: a batch with credentials was refused; committing its appends one by one", "err", err)
+		for _, r := range batch {
+			if rerr := l.commitBatch(ctx, []*request{r}); rerr != nil {
+				r.first, r.err = 0, rerr
+			}
+			close(r.done)
+		}
+	} else {
+		for _, r := range batch {
+			if err != nil {
+				r.first, r.err = 0, err
+			}
+			close(r.done)
+		}
+	}
+	clear(batch)
+	l.batch = batch[:0]
+}
+
+func carriesCredentials(batch []*request) bool {
+	for _, r := range batch {
+		for i := range r.evs {
+			if r.evs[i].Credential != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// commitBatch appends the batch's events in one store transaction; it sets
+// each request's first sequence number and, on success, the log's head.
+func (l *Log) commitBatch(ctx context.Context, batch []*request) error {
 	n := 0
 	for _, r := range batch {
 		n += len(r.evs)
@@ -474,18 +521,11 @@ func (l *Log) commit(ctx context.Context, batch []*request) {
 	})
 	if err != nil {
 		l.log.Error("audit: commit failed", "events", n, "err", err)
-	} else {
-		l.head = newHead
-		l.sinceCP += n
+		return err
 	}
-	for _, r := range batch {
-		if err != nil {
-			r.first, r.err = 0, err
-		}
-		close(r.done)
-	}
-	clear(batch)
-	l.batch = batch[:0]
+	l.head = newHead
+	l.sinceCP += n
+	return nil
 }
 
 // autoCheckpoint signs the head the committer last wrote.

@@ -834,3 +834,98 @@ func TestDeferredEvents(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func testCred(id string, index int) *store.Credential {
+	return &store.Credential{
+		ID: id, AgentID: "bot", DecisionID: "d-" + id, Upstream: "acme", Tool: "place_order",
+		ArgsDigest: strings.Repeat("ab", 32), KeyID: "k1", StatusList: "1", StatusIndex: index,
+		IndexRange: 1000, IssuedAt: t0, ExpiresAt: t0.Add(time.Minute), Uses: 1, Used: 1, ConsumedAt: t0,
+	}
+}
+
+// An event's credential is inserted with it (its index picked by the
+// store and written back) and is not part of its hash.
+func TestAppendCredential(t *testing.T) {
+	st, _ := openStore(t)
+	l := newLog(t, st, Options{Now: func() time.Time { return t0 }})
+	c := testCred("urn:uuid:c1", -1)
+	ev := decision(1, "bot", "allow")
+	ev.Credential = c
+	if _, err := l.Append(t.Context(), ev); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if c.StatusIndex < 0 || c.StatusIndex >= 1000 {
+		t.Fatalf("StatusIndex after Append = %d", c.StatusIndex)
+	}
+	got, err := st.GetCredential(t.Context(), c.ID)
+	if err != nil || got.StatusIndex != c.StatusIndex || got.Used != 1 || got.DecisionID != c.DecisionID {
+		t.Fatalf("GetCredential = %+v, %v; want %+v", got, err, c)
+	}
+	if rep := mustVerify(t, st); !rep.OK() {
+		t.Fatalf("Verify = %+v", rep)
+	}
+	// The same event without the credential hashes the same.
+	evs, err := st.ListAudit(t.Context(), store.AuditFilter{})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("ListAudit: %d, %v", len(evs), err)
+	}
+	plain, err := prepare(decision(1, "bot", "allow"), func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Seq, plain.PrevHash = 1, make([]byte, HashSize)
+	if sum, _ := hashEvent(&plain, nil); !bytes.Equal(sum[:], evs[0].Hash) {
+		t.Errorf("the credential changed the event's hash")
+	}
+}
+
+// A credential the store refuses fails its own append only, even when it
+// was batched with others.
+func TestCredentialFailsItsAppendOnly(t *testing.T) {
+	st, _ := openStore(t)
+	if err := st.CreateCredential(t.Context(), *testCred("taken", 5)); err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
+	l := newLog(t, g, Options{})
+	var wg sync.WaitGroup
+	wg.Go(func() { appendAll(t, l, Event{Type: "first"}) })
+	<-g.entered
+	const waiting = 8
+	errs := make([]error, waiting)
+	creds := make([]*store.Credential, waiting)
+	for i := range waiting {
+		creds[i] = testCred(fmt.Sprintf("c%d", i), -1)
+		if i == 3 {
+			creds[i] = testCred("taken", -1) // a duplicate id
+		}
+		wg.Go(func() {
+			ev := decision(i, "bot", "allow")
+			ev.Credential = creds[i]
+			_, errs[i] = l.Append(t.Context(), ev)
+		})
+	}
+	for l.queued() < waiting {
+		time.Sleep(time.Millisecond) // waiting for the goroutines to queue, not measuring
+	}
+	close(g.release)
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case i == 3 && !errors.Is(err, store.ErrAlreadyExists):
+			t.Errorf("append %d (a duplicate credential) = %v, want ErrAlreadyExists", i, err)
+		case i != 3 && err != nil:
+			t.Errorf("append %d = %v, want success", i, err)
+		case i != 3:
+			if got, err := st.GetCredential(t.Context(), creds[i].ID); err != nil || got.StatusIndex != creds[i].StatusIndex {
+				t.Errorf("credential %d: %+v, %v (index written back %d)", i, got, err, creds[i].StatusIndex)
+			}
+		}
+	}
+	if creds[3].StatusIndex != -1 {
+		t.Errorf("the refused credential's index was written back: %d", creds[3].StatusIndex)
+	}
+	if rep := mustVerify(t, st); !rep.OK() || rep.Events != waiting {
+		t.Errorf("Verify = %+v, want %d events", rep, waiting)
+	}
+}

@@ -91,7 +91,7 @@ func prepare(ev Event, now func() time.Time) (store.AuditEvent, error) {
 	if err != nil {
 		return store.AuditEvent{}, fmt.Errorf("event %s: %w", ev.Type, err)
 	}
-	return store.AuditEvent{Time: t, Type: ev.Type, CallID: ev.CallID, AgentID: ev.AgentID, Data: data}, nil
+	return store.AuditEvent{Time: t, Type: ev.Type, CallID: ev.CallID, AgentID: ev.AgentID, Data: data, Credential: ev.Credential}, nil
 }
 
 // canonicalData returns the canonical JSON of v, which must encode as an

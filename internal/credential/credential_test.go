@@ -1001,3 +1001,123 @@ func BenchmarkConsume(b *testing.B) {
 		}
 	}
 }
+
+// commit records p's credential the way the gate does: with an audit
+// event, in the store's AppendAudit.
+func commit(t *testing.T, st store.Store, p *Prepared) error {
+	t.Helper()
+	return st.AppendAudit(t.Context(), func(h store.AuditHead) ([]store.AuditEvent, error) {
+		sum := sha256.Sum256([]byte(p.Record().ID))
+		return []store.AuditEvent{{Seq: h.Seq + 1, Time: time.Now(), Type: "decision", Data: []byte(`{}`),
+			PrevHash: h.Hash, Hash: sum[:], Credential: p.Record()}}, nil
+	})
+}
+
+// Prepare builds the record without writing it; Sign refuses until the
+// record is committed with its index, and the committed credential
+// verifies like an issued one.
+func TestPrepareSign(t *testing.T) {
+	for _, alg := range []string{AlgEdDSA, AlgES256} {
+		t.Run(alg, func(t *testing.T) {
+			e := newEnv(t, alg)
+			ctx := t.Context()
+			a := sampleAction()
+			a.ConsumeNow = true
+			p, err := e.iss.Prepare(ctx, a)
+			if err != nil {
+				t.Fatalf("Prepare: %v", err)
+			}
+			r := p.Record()
+			if r.StatusIndex != -1 || r.IndexRange != DefaultStatusListSize || r.StatusList != "1" ||
+				r.Uses != 1 || r.Used != 1 || r.ConsumedAt.IsZero() || r.KeyID != e.iss.Keys()[0].ID ||
+				!strings.HasPrefix(r.ID, "urn:uuid:") || r.DecisionID != "dec-1" {
+				t.Errorf("prepared record %+v", *r)
+			}
+			if _, err := e.st.GetCredential(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("Prepare wrote the record: %v", err)
+			}
+			if _, _, err := p.Sign(); !errors.Is(err, ErrNotRecorded) {
+				t.Errorf("Sign before the commit = %v, want ErrNotRecorded", err)
+			}
+			if err := commit(t, e.st, p); err != nil {
+				t.Fatalf("AppendAudit: %v", err)
+			}
+			tok, rec, err := p.Sign()
+			if err != nil {
+				t.Fatalf("Sign: %v", err)
+			}
+			stored, err := e.st.GetCredential(ctx, rec.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.IndexRange != 0 || rec.StatusIndex != stored.StatusIndex || rec.ID != stored.ID || stored.Used != 1 {
+				t.Errorf("Sign returned %+v; stored %+v", rec, stored)
+			}
+			c, err := e.iss.Verify(ctx, tok, e.clk.Now().Add(time.Second))
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if c.ID != rec.ID || c.StatusIndex != stored.StatusIndex || c.StatusList != "1" || c.Uses != 1 {
+				t.Errorf("claims %+v", c)
+			}
+			// Used at issuance: a Consume is a replay.
+			if _, err := e.iss.Consume(ctx, rec.ID); !errors.Is(err, ErrSpent) {
+				t.Errorf("Consume of a credential used at issuance = %v, want ErrSpent", err)
+			}
+			// A failed commit leaves the record unsigned.
+			p2, err := e.iss.Prepare(ctx, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p2.Record().ID = rec.ID // taken: the append fails
+			if err := commit(t, e.st, p2); !errors.Is(err, store.ErrAlreadyExists) {
+				t.Fatalf("AppendAudit of a taken id = %v", err)
+			}
+			if _, _, err := p2.Sign(); !errors.Is(err, ErrNotRecorded) {
+				t.Errorf("Sign after a failed commit = %v, want ErrNotRecorded", err)
+			}
+		})
+	}
+}
+
+// Signed prepared credentials count towards the list's rollover, like
+// issued ones; unsigned ones do not (yet).
+func TestPrepareRollover(t *testing.T) {
+	e := newEnv(t, AlgEdDSA)
+	ctx := t.Context()
+	e.iss.rollover = 3
+	var lists []string
+	for i := range 7 {
+		var rec store.Credential
+		if i%2 == 0 {
+			p, err := e.iss.Prepare(ctx, sampleAction())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := commit(t, e.st, p); err != nil {
+				t.Fatal(err)
+			}
+			if _, rec, err = p.Sign(); err != nil {
+				t.Fatal(err)
+			}
+			// Signing again is harmless and counts once.
+			if _, _, err = p.Sign(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			var err error
+			if _, rec, err = e.iss.Issue(ctx, sampleAction()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lists = append(lists, rec.StatusList)
+	}
+	if want := []string{"1", "1", "1", "2", "2", "2", "3"}; !slices.Equal(lists, want) {
+		t.Errorf("lists = %v, want %v", lists, want)
+	}
+	for _, l := range []string{"1", "2"} {
+		if n, err := e.st.CountStatusIndexes(ctx, l); err != nil || n != 3 {
+			t.Errorf("list %s has %d indexes (%v), want 3", l, n, err)
+		}
+	}
+}

@@ -455,11 +455,28 @@ func (a *Action) check() error {
 // ErrInvalidAction: Issue was given an action it cannot sign.
 var ErrInvalidAction = errors.New("credential: invalid action")
 
-// Issue signs a credential for action a, records it in the store and
-// returns the compact JWS and the record.
-func (i *Issuer) Issue(ctx context.Context, a Action) (string, store.Credential, error) {
+// Prepared is a credential built but neither recorded nor signed (Prepare):
+// its record goes into the store with the event that decides the call
+// (audit.Event.Credential), which picks its status index, and Sign then
+// signs it. It is not safe for concurrent use.
+type Prepared struct {
+	i       *Issuer
+	key     *signingKey
+	a       Action
+	rec     store.Credential
+	counted bool // allocated was told of the index
+}
+
+// Prepare builds the credential of action a without writing anything: its
+// record has an id (a random one, or a.ID), its times, the arguments
+// digest, its uses (the first taken with a.ConsumeNow), the current key and
+// status list, and StatusIndex -1 with IndexRange the list's size, for the
+// store to pick a free index in the transaction that records it
+// (store.AuditEvent.Credential). Sign it once that transaction is
+// committed.
+func (i *Issuer) Prepare(ctx context.Context, a Action) (*Prepared, error) {
 	if err := a.check(); err != nil {
-		return "", store.Credential{}, fmt.Errorf("%w: %w", ErrInvalidAction, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidAction, err)
 	}
 	if a.Lifetime == 0 {
 		a.Lifetime = DefaultLifetime
@@ -471,17 +488,17 @@ func (i *Issuer) Issue(ctx context.Context, a Action) (string, store.Credential,
 	if digest == "" {
 		var err error
 		if digest, err = ArgumentsDigest(a.Arguments); err != nil {
-			return "", store.Credential{}, fmt.Errorf("%w: %w", ErrInvalidAction, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidAction, err)
 		}
 	} else if len(digest) != 64 || strings.Trim(digest, "0123456789abcdef") != "" {
-		return "", store.Credential{}, fmt.Errorf("%w: arguments digest %q is not 64 lower-case hex digits", ErrInvalidAction, digest)
+		return nil, fmt.Errorf("%w: arguments digest %q is not 64 lower-case hex digits", ErrInvalidAction, digest)
 	}
 	i.refreshKeys(ctx, false)
 	i.mu.RLock()
 	key := i.current
 	i.mu.RUnlock()
 	if key == nil {
-		return "", store.Credential{}, errors.New("credential: no current signing key")
+		return nil, errors.New("credential: no current signing key")
 	}
 
 	// JWT times are whole seconds; the record keeps the same instants.
@@ -491,58 +508,116 @@ func (i *Issuer) Issue(ctx context.Context, a Action) (string, store.Credential,
 	if !exp.After(iat) {
 		exp = iat.Add(time.Second)
 	}
-	rec := store.Credential{
+	p := &Prepared{i: i, key: key, a: a, rec: store.Credential{
 		AgentID: a.AgentID, DecisionID: a.DecisionID, Upstream: a.Upstream, Tool: a.Tool,
 		ArgsDigest: digest, KeyID: key.rec.ID, IssuedAt: iat, ExpiresAt: exp, Uses: a.Uses,
-	}
+		StatusIndex: -1, IndexRange: i.size,
+	}}
 	if a.ConsumeNow {
-		rec.Used, rec.ConsumedAt = 1, store.NormalizeTime(now)
+		p.rec.Used, p.rec.ConsumedAt = 1, store.NormalizeTime(now)
 	}
-	tok, err := i.recordAndSign(ctx, key, &rec, &a)
+	if err := p.assign(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// assign gives p's record its id (a.ID, or a new random one) and the
+// current status list, with StatusIndex -1.
+func (p *Prepared) assign(ctx context.Context) error {
+	list, err := p.i.currentList(ctx)
+	if err != nil {
+		return err
+	}
+	p.rec.ID = p.a.ID
+	if p.rec.ID == "" {
+		var b [16]byte
+		if _, err := io.ReadFull(p.i.rand, b[:]); err != nil {
+			return fmt.Errorf("credential: random: %w", err)
+		}
+		p.rec.ID = uuidURN(b[:])
+	}
+	p.rec.StatusList, p.rec.StatusIndex = list, -1
+	return nil
+}
+
+// Record is the credential's record, to be inserted with the event that
+// decides the call (audit.Event.Credential). The store writes the status
+// index it picks into it; leave it alone otherwise.
+func (p *Prepared) Record() *store.Credential { return &p.rec }
+
+// ErrNotRecorded: Sign was called on a prepared credential whose record
+// has no status index yet (it was not committed).
+var ErrNotRecorded = errors.New("credential: the prepared credential was not recorded")
+
+// Sign signs the prepared credential once its record is committed with its
+// status index, and returns the compact JWS and the record (as stored).
+func (p *Prepared) Sign() (string, store.Credential, error) {
+	if p.rec.StatusIndex < 0 || p.rec.StatusIndex >= p.i.size {
+		return "", store.Credential{}, fmt.Errorf("%w: credential %s has status index %d", ErrNotRecorded, p.rec.ID, p.rec.StatusIndex)
+	}
+	if !p.counted {
+		p.counted = true
+		p.i.allocated(p.rec.StatusList)
+	}
+	tok, err := p.i.signAction(p.key, &p.rec, &p.a)
 	if err != nil {
 		return "", store.Credential{}, err
 	}
+	rec := p.rec
+	rec.IndexRange = 0
 	return tok, rec, nil
 }
 
-// recordAndSign picks an id and a free random index in the current status
-// list for rec and stores it (retrying a taken index with another), then
-// signs the credential. (Signing while the store writes was tried: on two
-// busy cores it did not pay.)
-func (i *Issuer) recordAndSign(ctx context.Context, key *signingKey, rec *store.Credential, a *Action) (string, error) {
+// Issue signs a credential for action a, records it in the store (on its
+// own) and returns the compact JWS and the record.
+func (i *Issuer) Issue(ctx context.Context, a Action) (string, store.Credential, error) {
+	p, err := i.Prepare(ctx, a)
+	if err != nil {
+		return "", store.Credential{}, err
+	}
+	if err := i.record(ctx, p); err != nil {
+		return "", store.Credential{}, err
+	}
+	return p.Sign()
+}
+
+// record stores p's record at a free random index in its status list
+// (retrying a taken index with another, and a new id unless a.ID is set).
+// (Signing while the store writes was tried: on two busy cores it did not
+// pay.)
+func (i *Issuer) record(ctx context.Context, p *Prepared) error {
 	var lastErr error
-	for range indexTries {
-		list, err := i.currentList(ctx)
-		if err != nil {
-			return "", err
+	for try := range indexTries {
+		if try > 0 {
+			if err := p.assign(ctx); err != nil {
+				return err
+			}
 		}
-		var b [24]byte
+		var b [8]byte
 		if _, err := io.ReadFull(i.rand, b[:]); err != nil {
-			return "", fmt.Errorf("credential: random: %w", err)
+			return fmt.Errorf("credential: random: %w", err)
 		}
-		rec.ID = uuidURN(b[:16])
-		if a.ID != "" {
-			rec.ID = a.ID
-		}
-		rec.StatusList = list
-		rec.StatusIndex = int(binary.BigEndian.Uint64(b[16:]) % uint64(i.size))
-		err = i.st.CreateCredential(ctx, *rec)
+		rec := p.rec
+		rec.StatusIndex = int(binary.BigEndian.Uint64(b[:]) % uint64(i.size))
+		rec.IndexRange = 0
+		err := i.st.CreateCredential(ctx, rec)
 		if err == nil {
-			i.allocated(list)
-			return i.signAction(key, rec, a)
+			p.rec.StatusIndex = rec.StatusIndex
+			return nil
 		}
 		if !errors.Is(err, store.ErrAlreadyExists) {
-			return "", fmt.Errorf("credential: record: %w", err)
+			return fmt.Errorf("credential: record: %w", err)
 		}
-		if a.ID != "" {
+		if p.a.ID != "" {
 			// The id, or only the status index, was taken.
-			if _, gerr := i.st.GetCredential(ctx, a.ID); gerr == nil {
-				return "", fmt.Errorf("credential %s: %w", a.ID, store.ErrAlreadyExists)
+			if _, gerr := i.st.GetCredential(ctx, p.a.ID); gerr == nil {
+				return fmt.Errorf("credential %s: %w", p.a.ID, store.ErrAlreadyExists)
 			}
 		}
 		lastErr = err
 	}
-	return "", fmt.Errorf("credential: no free status index after %d tries: %w", indexTries, lastErr)
+	return fmt.Errorf("credential: no free status index after %d tries: %w", indexTries, lastErr)
 }
 
 // signAction builds the credential of a, recorded as rec, and signs it

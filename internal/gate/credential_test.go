@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/credential"
 	"github.com/interlock-dev/interlock/internal/policy"
 	"github.com/interlock-dev/interlock/internal/relay"
@@ -87,6 +88,14 @@ func newIssuer(t *testing.T) (*credential.Issuer, *sqlite.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newIssuerOn(t, st), st
+}
+
+// newIssuerOn returns an issuer on store st.
+func newIssuerOn(t *testing.T, st *sqlite.Store) *credential.Issuer {
+	t.Helper()
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	kek := make([]byte, credential.KEKSize)
 	if _, err := rand.Read(kek); err != nil {
 		t.Fatal(err)
@@ -95,11 +104,13 @@ func newIssuer(t *testing.T) (*credential.Issuer, *sqlite.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return iss, st
+	return iss
 }
 
-// credEnv is the gate's test env with a real issuer on its own store, a
-// policy that can be swapped and a clock that can be moved.
+// credEnv is the gate's test env with a real issuer on the env's store (as
+// in interlock: the credential of a forwarded call is recorded with its
+// decision, in the audit log's store), a policy that can be swapped and a
+// clock that can be moved.
 type credEnv struct {
 	*env
 	iss    *credential.Issuer
@@ -111,9 +122,10 @@ type credEnv struct {
 func newCredEnv(t *testing.T, mutate ...func(*Options)) *credEnv {
 	t.Helper()
 	ce := &credEnv{}
-	ce.iss, ce.cst = newIssuer(t)
 	ce.pol.Store(mustPolicy(t, credPolicy))
 	ce.env = newEnv(t, append([]func(*Options){func(o *Options) {
+		ce.cst = o.Budgets.(*sqlite.Store) // the env's store
+		ce.iss = newIssuerOn(t, ce.cst)
 		o.Credentials = ce.iss
 		o.Policy = func() *policy.Policy { return ce.pol.Load() }
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(ce.offset.Load())) }
@@ -459,11 +471,15 @@ func TestPresentedWithoutCredentials(t *testing.T) {
 	}
 }
 
-// failingCredentials is an issuer whose Issue fails.
+// failingCredentials is an issuer whose Issue and Prepare fail.
 type failingCredentials struct{ *credential.Issuer }
 
 func (failingCredentials) Issue(context.Context, credential.Action) (string, store.Credential, error) {
 	return "", store.Credential{}, errors.New("the signing key is on fire")
+}
+
+func (failingCredentials) Prepare(context.Context, credential.Action) (*credential.Prepared, error) {
+	return nil, errors.New("the signing key is on fire")
 }
 
 // When the credential cannot be issued the call is refused (fail closed)
@@ -473,7 +489,6 @@ func TestIssueFailureFailsClosed(t *testing.T) {
 		name  string
 		setup func(*credEnv)
 	}{
-		{"store closed", func(ce *credEnv) { ce.cst.Close() }},
 		{"issuer fails", func(ce *credEnv) { ce.g.opts.Credentials = failingCredentials{ce.iss} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -499,6 +514,89 @@ func TestIssueFailureFailsClosed(t *testing.T) {
 				t.Errorf("a refused call was recorded as forwarded: %v", fs)
 			}
 		})
+	}
+}
+
+// mutatingAuditor changes the events the gate appends before the log
+// commits them.
+type mutatingAuditor struct {
+	*audit.Log
+	mutate func(*audit.Event)
+}
+
+func (a mutatingAuditor) Append(ctx context.Context, ev audit.Event) (int64, error) {
+	a.mutate(&ev)
+	return a.Log.Append(ctx, ev)
+}
+
+// An allowed call's credential is recorded with its decision, in one
+// transaction: when the store refuses the credential, the decision is not
+// recorded either, Check fails (nothing is forwarded) and the budget is
+// refunded.
+func TestCredentialRecordedWithDecision(t *testing.T) {
+	ctx := context.Background()
+	ce := newCredEnv(t)
+	_, taken, err := ce.iss.Issue(ctx, credential.Action{AgentID: "bot", Upstream: "shop", Tool: "buy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce.g.opts.Audit = mutatingAuditor{ce.log, func(ev *audit.Event) {
+		if ev.Credential != nil {
+			ev.Credential.ID = taken.ID // the store refuses a taken id
+		}
+	}}
+	params, _ := json.Marshal(map[string]any{"name": "buy", "arguments": map[string]any{"qty": 1, "price": 100}})
+	v, err := ce.g.Check(ctx, &relay.Call{Principal: &ce.p, Upstream: "shop", Method: "tools/call", Name: "buy", Params: params})
+	if err == nil || !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("Check = %+v, %v; want the decision's append to fail", v, err)
+	}
+	if ds := ce.events(t, "decision"); len(ds) != 0 {
+		t.Errorf("a decision was recorded: %v", ds)
+	}
+	if n, err := ce.cst.CountStatusIndexes(ctx, taken.StatusList); err != nil || n != 1 {
+		t.Errorf("%d credentials (%v), want only the one issued before", n, err)
+	}
+	totals, err := ce.st.BudgetTotals(ctx, []string{"daily/agent/bot"}, time.Now().Add(-24*time.Hour))
+	if err != nil || totals["daily/agent/bot"] != 0 {
+		t.Errorf("budget %v (%v) after a failed call, want 0 (refunded)", totals, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if fs := ce.events(t, "forwarded"); len(fs) != 0 {
+		t.Errorf("a call that failed was recorded as forwarded: %v", fs)
+	}
+}
+
+// When the credential recorded with the decision cannot be signed (here:
+// it did not reach the store, so it has no status index), the call is
+// refused after all (fail closed), an event says why, and the budget is
+// refunded.
+func TestSignFailureFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	ce := newCredEnv(t)
+	ce.g.opts.Audit = mutatingAuditor{ce.log, func(ev *audit.Event) { ev.Credential = nil }}
+	v := ce.check(t, "buy", map[string]any{"qty": 1, "price": 100})
+	if allowed(v) || !strings.Contains(reason(v), "could not sign") {
+		t.Fatalf("verdict %+v (%s)", v, reason(v))
+	}
+	if v.Credential != "" || v.Receipt != nil {
+		t.Errorf("a refusal carries a credential: %+v", v)
+	}
+	d := ce.lastDecision(t)
+	cred, _ := d["credential"].(map[string]any)
+	if cred == nil {
+		t.Fatalf("the decision %v names no credential", d)
+	}
+	totals, err := ce.st.BudgetTotals(ctx, []string{"daily/agent/bot"}, time.Now().Add(-24*time.Hour))
+	if err != nil || totals["daily/agent/bot"] != 0 {
+		t.Errorf("budget %v (%v) after a refused call, want 0 (refunded)", totals, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	fails := ce.events(t, "credential_failed")
+	if len(fails) != 1 || fails[0]["decision_id"] != d["decision_id"] || fails[0]["credential_id"] != cred["id"] {
+		t.Errorf("credential_failed events %v, want one for decision %v", fails, d["decision_id"])
+	}
+	if fs := ce.events(t, "forwarded"); len(fs) != 0 {
+		t.Errorf("a refused call was recorded as forwarded: %v", fs)
 	}
 }
 

@@ -59,8 +59,12 @@ type Budgets interface {
 }
 
 // Credentials issues and checks action credentials (credential.Issuer).
+// The gate records the credential of a call it forwards right away with
+// the call's decision (Prepare, then the record rides on the decision's
+// audit event, then Sign), so the issuer's store must be the audit log's.
 type Credentials interface {
 	Issue(ctx context.Context, a credential.Action) (string, store.Credential, error)
+	Prepare(ctx context.Context, a credential.Action) (*credential.Prepared, error)
 	Verify(ctx context.Context, token string, now time.Time) (*credential.Claims, error)
 	Consume(ctx context.Context, id string) (store.Credential, error)
 }
@@ -224,8 +228,9 @@ func (g *Gate) begin(ctx context.Context, c *relay.Call, consumeNow bool) (*deci
 	}
 
 	var (
-		d     policy.Decision
-		token string // the credential the call goes with
+		d        policy.Decision
+		token    string               // the credential the call goes with
+		prepared *credential.Prepared // its record, committed with the decision, then signed
 	)
 	switch inactive := Inactive(p); {
 	case inactive != "":
@@ -241,7 +246,7 @@ func (g *Gate) begin(ctx context.Context, c *relay.Call, consumeNow bool) (*deci
 			d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not decide this call: " + err.Error()}, Errors: []string{err.Error()}}
 		}
 		if d.Effect == "allow" && g.opts.Credentials != nil {
-			if token, err = g.issue(ctx, c, p, args, d, &rec, consumeNow); err != nil {
+			if token, prepared, err = g.issue(ctx, c, p, args, d, &rec, consumeNow); err != nil {
 				g.refund(rec.charged, start, callID)
 				rec.charged = nil
 				d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not issue the call's credential"}, Errors: []string{err.Error()}}
@@ -250,11 +255,31 @@ func (g *Gate) begin(ctx context.Context, c *relay.Call, consumeNow bool) (*deci
 	}
 	rec.fill(d)
 	rec.LatencyMicros = g.opts.Now().Sub(start).Microseconds()
-	if _, err := g.opts.Audit.Append(ctx, audit.Event{Type: "decision", CallID: callID, AgentID: p.Agent.ID, Time: start, Data: rec}); err != nil {
+	ev := audit.Event{Type: "decision", CallID: callID, AgentID: p.Agent.ID, Time: start, Data: rec}
+	if prepared != nil {
+		// The credential's record is committed with the decision, in its
+		// transaction (one store write for both).
+		ev.Credential = prepared.Record()
+	}
+	if _, err := g.opts.Audit.Append(ctx, ev); err != nil {
 		// No committed decision record, no call (fail closed), and no charge.
 		// A credential issued for it never leaves interlock.
 		g.refund(rec.charged, start, callID)
 		return nil, fmt.Errorf("recording the decision: %w", err)
+	}
+	if prepared != nil {
+		var err error
+		if token, _, err = prepared.Sign(); err != nil {
+			// The decision and its credential are recorded, but the call
+			// cannot go with a credential: it does not go (fail closed).
+			g.refund(rec.charged, start, callID)
+			g.appendAsync(audit.Event{Type: "credential_failed", CallID: callID, AgentID: p.Agent.ID, Data: map[string]any{
+				"decision_id": callID, "credential_id": prepared.Record().ID, "error": err.Error(),
+				"outcome": "the call was refused and not forwarded: its credential could not be signed",
+			}})
+			d = policy.Decision{Effect: "deny", Rule: "error", Reasons: []string{"interlock could not sign the call's credential"}, Errors: []string{err.Error()}}
+			return &decided{rec: rec, d: d, args: args}, nil
+		}
 	}
 	return &decided{rec: rec, d: d, token: token, args: args}, nil
 
@@ -526,9 +551,12 @@ func mergeMap(a, b map[string]any) map[string]any {
 	return out
 }
 
-// issue signs the credential of an allowed call, recorded as already used
-// once: the relay forwards the call with it right away.
-func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, d policy.Decision, rec *decisionRecord, consumeNow bool) (string, error) {
+// issue makes the credential of an allowed call. With consumeNow (the
+// relay forwards the call with it right away) it is only prepared, already
+// used once: its record is committed with the decision, and it is signed
+// after that (begin). Otherwise (CIBA Authorize) it is issued (recorded on
+// its own and signed) and returned.
+func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, args map[string]any, d policy.Decision, rec *decisionRecord, consumeNow bool) (string, *credential.Prepared, error) {
 	a := credential.Action{
 		AgentID: p.Agent.ID, OwnerEmail: p.Owner.Email, DecisionID: rec.DecisionID,
 		Upstream: c.Upstream, Tool: c.Name, Arguments: args,
@@ -541,12 +569,21 @@ func (g *Gate) issue(ctx context.Context, c *relay.Call, p *store.Principal, arg
 		MaxAmount:     d.Constraints.MaxAmount,
 		ConsumeNow:    consumeNow,
 	}
+	if consumeNow {
+		pr, err := g.opts.Credentials.Prepare(ctx, a)
+		if err != nil {
+			return "", nil, fmt.Errorf("issuing the credential: %w", err)
+		}
+		cred := pr.Record()
+		rec.Credential = &credentialRecord{ID: cred.ID, ExpiresAt: cred.ExpiresAt, Uses: cred.Uses}
+		return "", pr, nil
+	}
 	tok, cred, err := g.opts.Credentials.Issue(ctx, a)
 	if err != nil {
-		return "", fmt.Errorf("issuing the credential: %w", err)
+		return "", nil, fmt.Errorf("issuing the credential: %w", err)
 	}
 	rec.Credential = &credentialRecord{ID: cred.ID, ExpiresAt: cred.ExpiresAt, Uses: cred.Uses}
-	return tok, nil
+	return tok, nil, nil
 }
 
 // presented decides a call that comes with a credential the agent already

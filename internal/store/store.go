@@ -234,7 +234,24 @@ type AuditEvent struct {
 	Data     []byte // canonical JSON object (the event body)
 	PrevHash []byte
 	Hash     []byte
+	// Credential, when set, is a credential record inserted in the same
+	// transaction as the event (so an issued credential and the decision
+	// that names it are committed together, or neither is). It is not part
+	// of the hashed event (the event's Data names it) and is not read back
+	// by ListAudit. Its StatusIndex may be -1: the backend then picks a
+	// random free index in [0, IndexRange) of its StatusList within the
+	// transaction (retrying, up to MaxIndexTries times, an index that is
+	// taken) and, once the transaction is committed, writes the chosen
+	// index into the record. A credential the store refuses (ErrInvalid as
+	// CreateCredential would; ErrAlreadyExists for a taken ID or, with a
+	// fixed StatusIndex, a taken index) fails the whole append: nothing is
+	// written.
+	Credential *Credential
 }
+
+// MaxIndexTries is how many random status indexes AppendAudit tries for a
+// credential with StatusIndex -1 before it gives up (ErrAlreadyExists).
+const MaxIndexTries = 64
 
 // AuditHead is the end of the chain: the last Seq and its Hash (0 and 32
 // zero bytes for an empty chain).
@@ -276,7 +293,9 @@ type AuditStore interface {
 	// row lock on the head in PostgreSQL), it reads the head, calls build
 	// with it, checks that the events build returns continue the chain
 	// (Seq = head.Seq+1, +2, ... and the first PrevHash = head.Hash), and
-	// inserts them. An error from build aborts and is returned as is.
+	// inserts them, with the credential records they carry
+	// (AuditEvent.Credential). An error from build aborts and is returned
+	// as is.
 	// Events that do not continue the chain are ErrInvalid and nothing is
 	// written: a Seq out of line, a first PrevHash other than head.Hash, a
 	// PrevHash other than the Hash of the event before it in the batch, a
@@ -352,6 +371,11 @@ type Credential struct {
 	ConsumedAt   time.Time // last use (zero: never used)
 	RevokedAt    time.Time // zero: not revoked
 	RevokeReason string
+	// IndexRange is read only when StatusIndex is -1 on a credential
+	// appended with an audit event (AuditEvent.Credential): the backend
+	// then picks the index in [0, IndexRange) (the size of the status
+	// list). It is not stored: records read back have 0.
+	IndexRange int
 }
 
 // CredentialFilter selects credentials. Zero fields select all.

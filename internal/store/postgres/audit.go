@@ -3,9 +3,12 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +37,10 @@ const (
 		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
 			$6::bytea[], $7::bytea[], $8::bytea[])`
 	lockSQL = `SELECT pg_advisory_xact_lock($1)`
+	// pickCredSQL inserts a credential at an index that may be taken: it
+	// then inserts nothing (and another index is tried) without aborting
+	// the transaction, while a taken id is still an error.
+	pickCredSQL = insCredSQL + ` ON CONFLICT (status_list, status_index) DO NOTHING RETURNING status_index`
 )
 
 // readHead reads the head of the chain.
@@ -96,6 +103,92 @@ func queueInsert(b *pgx.Batch, evs []store.AuditEvent) {
 	b.Queue(insAuditNSQL, seq, at, typ, callID, agentID, data, prev, hash)
 }
 
+// auditCredentials returns the credential records evs carry, each checked
+// as CreateCredential checks it (a StatusIndex of -1 with an IndexRange of
+// at least 1 stands for a random free index).
+func auditCredentials(evs []store.AuditEvent) ([]*store.Credential, error) {
+	var creds []*store.Credential
+	for _, e := range evs {
+		c := e.Credential
+		if c == nil {
+			continue
+		}
+		v := *c
+		if v.StatusIndex == -1 {
+			if v.IndexRange < 1 || v.IndexRange > math.MaxInt32 {
+				return nil, invalid("credential %q: index range %d", v.ID, v.IndexRange)
+			}
+			v.StatusIndex = 0
+		}
+		if err := validCred(v); err != nil {
+			return nil, fmt.Errorf("audit event %d: %w", e.Seq, err)
+		}
+		creds = append(creds, c)
+	}
+	return creds, nil
+}
+
+// randomIndex returns a uniformly random index in [0, n), from crypto/rand.
+func randomIndex(n int) (int, error) {
+	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
+	if err != nil {
+		return 0, fmt.Errorf("random status index: %w", err)
+	}
+	return int(v.Int64()), nil
+}
+
+// queueCredentials queues the INSERT of each credential creds[i] with
+// picked[i] < 0 (the others are in): at its fixed index, or at a new random
+// one (an insert that may do nothing if that index is taken). It returns
+// how many it queued.
+func queueCredentials(b *pgx.Batch, creds []*store.Credential, picked []int) (int, error) {
+	n := 0
+	for i, c := range creds {
+		if picked[i] >= 0 {
+			continue
+		}
+		n++
+		if c.StatusIndex >= 0 {
+			b.Queue(insCredSQL, credArgs(*c, c.StatusIndex)...)
+			continue
+		}
+		idx, err := randomIndex(c.IndexRange)
+		if err != nil {
+			return 0, err
+		}
+		b.Queue(pickCredSQL, credArgs(*c, idx)...)
+	}
+	return n, nil
+}
+
+// readCredentials reads the results queueCredentials queued, in order,
+// into picked: the index each credential got, or -1 for one whose random
+// index was taken (to be tried again).
+func readCredentials(br pgx.BatchResults, creds []*store.Credential, picked []int) error {
+	for i, c := range creds {
+		if picked[i] >= 0 {
+			continue
+		}
+		if c.StatusIndex >= 0 {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("insert credential %q: %w", c.ID, mapErr(err))
+			}
+			picked[i] = c.StatusIndex
+			continue
+		}
+		var idx int64
+		switch err := br.QueryRow().Scan(&idx); {
+		case errors.Is(err, pgx.ErrNoRows):
+			picked[i] = -1
+		case err != nil:
+			return fmt.Errorf("insert credential %q: %w", c.ID, mapErr(err))
+		default:
+			picked[i] = int(idx)
+		}
+	}
+	return nil
+}
+
 // AppendAudit implements store.Store. The transaction first takes the
 // chain's advisory lock (held until it ends) and only then, in a separate
 // statement and so with a fresh READ COMMITTED snapshot, reads the head:
@@ -105,14 +198,24 @@ func queueInsert(b *pgx.Batch, evs []store.AuditEvent) {
 // Appends are the store's hottest write, and the lock is held from the
 // head's read to the commit, so the transaction is two pipelined round
 // trips instead of four: BEGIN, the lock and the head's read go together,
-// and so do the INSERT and the COMMIT.
+// and so do the INSERT and the COMMIT. Credentials the events carry are
+// inserted with the events; one at a random index (StatusIndex -1) needs
+// its outcome read before the COMMIT (another index is tried if it was
+// taken), which costs one more round trip.
 func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) error {
 	for attempt := 1; ; attempt++ {
-		buildErr, err := s.appendAudit(ctx, build)
+		var out appended
+		buildErr, err := s.appendAudit(ctx, build, &out)
 		if buildErr != nil {
 			return buildErr
 		}
 		if err == nil {
+			// Only now that they are committed: the indexes chosen.
+			for i, c := range out.creds {
+				if c.StatusIndex < 0 {
+					c.StatusIndex = out.picked[i]
+				}
+			}
 			return nil
 		}
 		if attempt == maxTxAttempts || !retryable(err) {
@@ -122,9 +225,16 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 	}
 }
 
+// appended is what one attempt of AppendAudit inserted besides the events:
+// the credentials they carried, with the index each one got.
+type appended struct {
+	creds  []*store.Credential
+	picked []int
+}
+
 // appendAudit is one attempt of AppendAudit. It returns build's error, if
 // any, apart from its own.
-func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) (buildErr, err error) {
+func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error), out *appended) (buildErr, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquire a connection: %w", err)
@@ -171,15 +281,70 @@ func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead
 	if len(evs) == 0 {
 		return nil, nil // rolled back: nothing to write
 	}
+	creds, err := auditCredentials(evs)
+	if err != nil {
+		return nil, err
+	}
+	picked := make([]int, len(creds))
+	random := false // a credential at a random index: its outcome is read before the COMMIT
+	for i, c := range creds {
+		picked[i] = -1
+		random = random || c.StatusIndex < 0
+	}
+	out.creds, out.picked = creds, picked
 
 	b = &pgx.Batch{}
 	queueInsert(b, evs)
+	if _, err := queueCredentials(b, creds, picked); err != nil {
+		return nil, err
+	}
+	if random {
+		br = conn.SendBatch(ctx, b)
+		_, err = br.Exec()
+		if err != nil {
+			err = fmt.Errorf("insert audit events %d to %d: %w", evs[0].Seq, evs[len(evs)-1].Seq, mapErr(err))
+		} else {
+			err = readCredentials(br, creds, picked)
+		}
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("insert audit events: %w", cerr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		// Indexes that were taken: try others until each has one.
+		for try := 1; slices.Contains(picked, -1); try++ {
+			if try == store.MaxIndexTries {
+				i := slices.Index(picked, -1)
+				return nil, fmt.Errorf("credential %q: %w: no free index in status list %q after %d tries",
+					creds[i].ID, store.ErrAlreadyExists, creds[i].StatusList, store.MaxIndexTries)
+			}
+			b = &pgx.Batch{}
+			if _, err := queueCredentials(b, creds, picked); err != nil {
+				return nil, err
+			}
+			br = conn.SendBatch(ctx, b)
+			err = readCredentials(br, creds, picked)
+			if cerr := br.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("insert credentials: %w", cerr)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		b = &pgx.Batch{}
+	}
 	b.Queue(`COMMIT`)
 	br = conn.SendBatch(ctx, b)
-	_, err = br.Exec()
-	if err != nil {
-		err = fmt.Errorf("insert audit events %d to %d: %w", evs[0].Seq, evs[len(evs)-1].Seq, mapErr(err))
-	} else {
+	if !random {
+		_, err = br.Exec()
+		if err != nil {
+			err = fmt.Errorf("insert audit events %d to %d: %w", evs[0].Seq, evs[len(evs)-1].Seq, mapErr(err))
+		} else {
+			err = readCredentials(br, creds, picked)
+		}
+	}
+	if err == nil {
 		var tag pgconn.CommandTag
 		if tag, err = br.Exec(); err != nil {
 			err = fmt.Errorf("commit: %w", err)

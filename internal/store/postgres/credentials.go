@@ -122,6 +122,13 @@ func scanCred(row pgx.Row) (store.Credential, error) {
 	return c, nil
 }
 
+// credArgs are the arguments of insCredSQL for c at status index index.
+func credArgs(c store.Credential, index int) []any {
+	return []any{c.ID, c.AgentID, c.DecisionID, c.Upstream, c.Tool, c.ArgsDigest, c.KeyID, c.StatusList, int64(index),
+		micros(c.IssuedAt), micros(c.ExpiresAt), int64(c.Uses), int64(c.Used), micros(c.ConsumedAt), micros(c.RevokedAt),
+		c.RevokeReason}
+}
+
 func validCred(c store.Credential) error {
 	switch {
 	case c.ID == "":
@@ -145,10 +152,7 @@ func (s *Store) CreateCredential(ctx context.Context, c store.Credential) error 
 	if err := validCred(c); err != nil {
 		return fmt.Errorf("postgres: create credential: %w", err)
 	}
-	if _, err := s.pool.Exec(ctx, insCredSQL,
-		c.ID, c.AgentID, c.DecisionID, c.Upstream, c.Tool, c.ArgsDigest, c.KeyID, c.StatusList, int64(c.StatusIndex),
-		micros(c.IssuedAt), micros(c.ExpiresAt), int64(c.Uses), int64(c.Used), micros(c.ConsumedAt), micros(c.RevokedAt),
-		c.RevokeReason); err != nil {
+	if _, err := s.pool.Exec(ctx, insCredSQL, credArgs(c, c.StatusIndex)...); err != nil {
 		return fmt.Errorf("postgres: create credential %q: %w", c.ID, mapErr(err))
 	}
 	return nil

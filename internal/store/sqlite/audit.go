@@ -3,10 +3,12 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"strings"
 	"time"
 
@@ -40,6 +42,10 @@ func auditInsertSQL(n int) string {
 }
 
 const (
+	// pickCredSQL inserts a credential at an index that may be taken: it
+	// then inserts nothing (and another index is tried), while a taken id
+	// is still an error.
+	pickCredSQL  = insCredSQL + ` ON CONFLICT (status_list, status_index) DO NOTHING`
 	headSQL      = `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`
 	budgetSumSQL = `SELECT COALESCE(SUM(amount), 0) FROM budget_entries WHERE key = ? AND at > ?`
 	budgetAddSQL = `INSERT INTO budget_entries (key, at, amount, call_id) VALUES (?, ?, ?, ?)`
@@ -61,6 +67,7 @@ func (s *Store) prepareAudit(ctx context.Context) error {
 		{&s.headR, s.r, headSQL},
 		{&s.budgetSum, s.w, budgetSumSQL},
 		{&s.budgetAdd, s.w, budgetAddSQL},
+		{&s.pickCred, s.w, pickCredSQL},
 	} {
 		st, err := p.db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -112,7 +119,11 @@ func auditArgs(args []any, e store.AuditEvent) []any {
 
 // AppendAudit implements store.Store.
 func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) error {
-	var buildErr error
+	var (
+		buildErr error
+		creds    []*store.Credential
+		picked   []int
+	)
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
 		head, err := readHead(ctx, tx.StmtContext(ctx, s.headW))
 		if err != nil {
@@ -124,6 +135,9 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 			return err
 		}
 		if err := continues(head, evs); err != nil {
+			return err
+		}
+		if creds, err = auditCredentials(evs); err != nil {
 			return err
 		}
 		args := make([]any, 0, 8*insertAuditBatch)
@@ -148,6 +162,11 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 				}
 			}
 		}
+		if len(creds) > 0 {
+			if picked, err = s.insertCredentials(ctx, tx, creds); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if buildErr != nil {
@@ -156,7 +175,93 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 	if err != nil {
 		return fmt.Errorf("sqlite: append audit: %w", err)
 	}
+	// Only now that they are committed: the indexes chosen.
+	for i, c := range creds {
+		if c.StatusIndex < 0 {
+			c.StatusIndex = picked[i]
+		}
+	}
 	return nil
+}
+
+// auditCredentials returns the credential records evs carry, each checked
+// as CreateCredential checks it (a StatusIndex of -1 with an IndexRange of
+// at least 1 stands for a random free index).
+func auditCredentials(evs []store.AuditEvent) ([]*store.Credential, error) {
+	var creds []*store.Credential
+	for _, e := range evs {
+		c := e.Credential
+		if c == nil {
+			continue
+		}
+		v := *c
+		if v.StatusIndex == -1 {
+			if v.IndexRange < 1 || v.IndexRange > math.MaxInt32 {
+				return nil, invalid("credential %q: index range %d", v.ID, v.IndexRange)
+			}
+			v.StatusIndex = 0
+		}
+		if err := validCred(v); err != nil {
+			return nil, fmt.Errorf("audit event %d: %w", e.Seq, err)
+		}
+		creds = append(creds, c)
+	}
+	return creds, nil
+}
+
+// insertCredentials inserts creds in tx and returns the index each one got
+// (picked at random for those with StatusIndex -1, which are not changed).
+func (s *Store) insertCredentials(ctx context.Context, tx *sql.Tx, creds []*store.Credential) ([]int, error) {
+	picked := make([]int, len(creds))
+	var ins, pick *sql.Stmt
+	for i, c := range creds {
+		if c.StatusIndex >= 0 {
+			if ins == nil {
+				ins = tx.StmtContext(ctx, s.insCred)
+			}
+			if _, err := ins.ExecContext(ctx, credArgs(*c, c.StatusIndex)...); err != nil {
+				return nil, fmt.Errorf("insert credential %q: %w", c.ID, mapErr(err))
+			}
+			picked[i] = c.StatusIndex
+			continue
+		}
+		if pick == nil {
+			pick = tx.StmtContext(ctx, s.pickCred)
+		}
+		done := false
+		for range store.MaxIndexTries {
+			idx, err := randomIndex(c.IndexRange)
+			if err != nil {
+				return nil, err
+			}
+			res, err := pick.ExecContext(ctx, credArgs(*c, idx)...)
+			if err != nil {
+				return nil, fmt.Errorf("insert credential %q: %w", c.ID, mapErr(err))
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return nil, fmt.Errorf("insert credential %q: %w", c.ID, err)
+			}
+			if n == 1 {
+				picked[i], done = idx, true
+				break
+			}
+		}
+		if !done {
+			return nil, fmt.Errorf("credential %q: %w: no free index in status list %q after %d tries",
+				c.ID, store.ErrAlreadyExists, c.StatusList, store.MaxIndexTries)
+		}
+	}
+	return picked, nil
+}
+
+// randomIndex returns a uniformly random index in [0, n), from crypto/rand.
+func randomIndex(n int) (int, error) {
+	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
+	if err != nil {
+		return 0, fmt.Errorf("random status index: %w", err)
+	}
+	return int(v.Int64()), nil
 }
 
 // AuditHead implements store.Store.

@@ -149,6 +149,13 @@ func scanCred(sc scanner) (store.Credential, error) {
 	return c, nil
 }
 
+// credArgs are the arguments of insCredSQL for c at status index index.
+func credArgs(c store.Credential, index int) []any {
+	return []any{c.ID, c.AgentID, c.DecisionID, c.Upstream, c.Tool, c.ArgsDigest, c.KeyID, c.StatusList, index,
+		micros(c.IssuedAt), micros(c.ExpiresAt), c.Uses, c.Used, micros(c.ConsumedAt), micros(c.RevokedAt),
+		c.RevokeReason}
+}
+
 func validCred(c store.Credential) error {
 	switch {
 	case c.ID == "":
@@ -173,10 +180,7 @@ func (s *Store) CreateCredential(ctx context.Context, c store.Credential) error 
 		return fmt.Errorf("sqlite: create credential: %w", err)
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.insCred).ExecContext(ctx,
-			c.ID, c.AgentID, c.DecisionID, c.Upstream, c.Tool, c.ArgsDigest, c.KeyID, c.StatusList, c.StatusIndex,
-			micros(c.IssuedAt), micros(c.ExpiresAt), c.Uses, c.Used, micros(c.ConsumedAt), micros(c.RevokedAt),
-			c.RevokeReason)
+		_, err := tx.StmtContext(ctx, s.insCred).ExecContext(ctx, credArgs(c, c.StatusIndex)...)
 		return mapErr(err)
 	})
 	if err != nil {

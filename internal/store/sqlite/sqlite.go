@@ -65,6 +65,7 @@ type Store struct {
 	budgetSum  *sql.Stmt // ChargeBudget's check, on the writer
 	budgetAdd  *sql.Stmt // ChargeBudget's charge, on the writer
 	insCred    *sql.Stmt // CreateCredential, on the writer (one per gated call)
+	pickCred   *sql.Stmt // AppendAudit: a credential at a random index, on the writer
 	consCred   *sql.Stmt // ConsumeCredential, on the writer (one per forwarded call)
 	getCred    *sql.Stmt // GetCredential, on the readers (credential verification)
 }
@@ -191,7 +192,7 @@ func dsn(name string, writer, memory bool) string {
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN, s.headW, s.headR, s.budgetSum, s.budgetAdd, s.insCred, s.consCred, s.getCred} {
+	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN, s.headW, s.headR, s.budgetSum, s.budgetAdd, s.insCred, s.pickCred, s.consCred, s.getCred} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -276,6 +276,233 @@ func testConcurrentAppendAudit(t *testing.T, s store.Store) {
 	}
 }
 
+// credEvents returns plainEvent for each seq, carrying creds[i] for the
+// i-th event (nil: none).
+func credEvents(creds []*store.Credential) func(seq int64) store.AuditEvent {
+	first := int64(-1)
+	return func(seq int64) store.AuditEvent {
+		if first < 0 {
+			first = seq
+		}
+		e := plainEvent(seq)
+		if i := int(seq - first); i < len(creds) {
+			e.Credential = creds[i]
+		}
+		return e
+	}
+}
+
+// appendCreds appends one event per credential (the chain tagged tag), in
+// one AppendAudit.
+func appendCreds(t *testing.T, s store.Store, tag string, creds ...*store.Credential) error {
+	t.Helper()
+	return s.AppendAudit(t.Context(), func(h store.AuditHead) ([]store.AuditEvent, error) {
+		return chain(h, len(creds), tag, credEvents(creds)), nil
+	})
+}
+
+// randomCred is a credential for AppendAudit to place at a random index
+// in [0, n) of list.
+func randomCred(id, list string, n int) *store.Credential {
+	c := newCred(id, "agent-1", list, -1, t0)
+	c.IndexRange = n
+	return &c
+}
+
+// checkStoredCred checks that c (as appended, with the index the store wrote
+// back) is what GetCredential returns.
+func checkStoredCred(t *testing.T, s store.Store, c *store.Credential) {
+	t.Helper()
+	got, err := s.GetCredential(t.Context(), c.ID)
+	if err != nil {
+		t.Fatalf("GetCredential(%s): %v", c.ID, err)
+	}
+	want := *c
+	want.IndexRange = 0
+	checkCred(t, got, want)
+}
+
+func testAppendAuditCredentials(t *testing.T, s store.Store) {
+	ctx := t.Context()
+
+	// A fixed index and a random one, with an event without a credential
+	// between them, in one transaction.
+	fixed := newCred("fixed", "agent-1", "1", 7, t0)
+	fixed.Used, fixed.ConsumedAt = 1, t0.Add(time.Second)
+	random := randomCred("random", "1", 1000)
+	random.Uses, random.Used, random.ConsumedAt = 3, 1, t0.Add(time.Second)
+	if err := appendCreds(t, s, "a", &fixed, nil, random); err != nil {
+		t.Fatalf("AppendAudit with credentials: %v", err)
+	}
+	if fixed.StatusIndex != 7 {
+		t.Errorf("a fixed index was changed to %d", fixed.StatusIndex)
+	}
+	if random.StatusIndex < 0 || random.StatusIndex >= 1000 || random.StatusIndex == 7 {
+		t.Errorf("random index %d: want one in [0, 1000) other than 7", random.StatusIndex)
+	}
+	checkStoredCred(t, s, &fixed)
+	checkStoredCred(t, s, random)
+	evs, err := s.ListAudit(ctx, store.AuditFilter{})
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("ListAudit = %d events, %v; want 3", len(evs), err)
+	}
+	for _, e := range evs {
+		if e.Credential != nil {
+			t.Errorf("ListAudit returned event %d with a credential", e.Seq)
+		}
+	}
+	// Fixed indexes only (PostgreSQL commits without reading their
+	// outcome first).
+	fixed2, fixed3 := newCred("fixed-2", "agent-1", "1", 8, t0), newCred("fixed-3", "agent-1", "2", 7, t0)
+	if err := appendCreds(t, s, "a", &fixed2, &fixed3); err != nil {
+		t.Fatalf("AppendAudit with fixed indexes: %v", err)
+	}
+	checkStoredCred(t, s, &fixed2)
+	checkStoredCred(t, s, &fixed3)
+	head, err := s.AuditHead(ctx)
+	if err != nil || head.Seq != 5 {
+		t.Fatalf("AuditHead = %d, %v; want 5", head.Seq, err)
+	}
+
+	// A credential the store refuses fails the whole append: no event, no
+	// credential, and the random index is not written back.
+	for _, tc := range []struct {
+		name string
+		bad  store.Credential
+		want error
+	}{
+		{"duplicate id", newCred("fixed", "agent-1", "1", 8, t0), store.ErrAlreadyExists},
+		{"duplicate id at a random index", *randomCred("random", "1", 1000), store.ErrAlreadyExists},
+		{"taken index", newCred("other", "agent-1", "1", 7, t0), store.ErrAlreadyExists},
+		{"empty id", newCred("", "agent-1", "1", 9, t0), store.ErrInvalid},
+		{"no index range", *randomCred("norange", "1", 0), store.ErrInvalid},
+		{"negative index", newCred("negative", "agent-1", "1", -2, t0), store.ErrInvalid},
+		{"no uses", func() store.Credential { c := *randomCred("nouses", "1", 1000); c.Uses = 0; return c }(), store.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := randomCred("good-"+tc.name, "1", 1000)
+			bad := tc.bad
+			before := bad.StatusIndex
+			wantErr(t, "AppendAudit", appendCreds(t, s, "b", good, &bad), tc.want)
+			if good.StatusIndex != -1 || bad.StatusIndex != before {
+				t.Errorf("indexes after a failed append: %d and %d, want -1 and %d", good.StatusIndex, bad.StatusIndex, before)
+			}
+			_, err := s.GetCredential(ctx, good.ID)
+			wantErr(t, "GetCredential of a credential whose append failed", err, store.ErrNotFound)
+			h, err := s.AuditHead(ctx)
+			if err != nil || h.Seq != head.Seq || !bytes.Equal(h.Hash, head.Hash) {
+				t.Errorf("AuditHead after a failed append = %d, %v; want %d", h.Seq, err, head.Seq)
+			}
+		})
+	}
+	if n, err := s.CountStatusIndexes(ctx, "1"); err != nil || n != 3 {
+		t.Errorf("CountStatusIndexes = %d, %v; want 3", n, err)
+	}
+
+	// A small list filled to half, ten credentials a transaction (taken
+	// indexes are tried again, within a transaction too): every index is
+	// in range and unique.
+	const size, total, per = 400, 200, 10
+	seen := map[int]string{}
+	for b := range total / per {
+		creds := make([]*store.Credential, per)
+		for i := range creds {
+			creds[i] = randomCred(fmt.Sprintf("small-%d-%d", b, i), "small", size)
+		}
+		if err := appendCreds(t, s, "s", creds...); err != nil {
+			t.Fatalf("AppendAudit of batch %d: %v", b, err)
+		}
+		for _, c := range creds {
+			if c.StatusIndex < 0 || c.StatusIndex >= size {
+				t.Fatalf("%s got index %d, want one in [0, %d)", c.ID, c.StatusIndex, size)
+			}
+			if other, ok := seen[c.StatusIndex]; ok {
+				t.Fatalf("%s and %s both got index %d", c.ID, other, c.StatusIndex)
+			}
+			seen[c.StatusIndex] = c.ID
+			checkStoredCred(t, s, c)
+		}
+	}
+	if n, err := s.CountStatusIndexes(ctx, "small"); err != nil || n != total {
+		t.Errorf("CountStatusIndexes(small) = %d, %v; want %d", n, err, total)
+	}
+
+	// A full list: no free index, ErrAlreadyExists, nothing written.
+	full := []*store.Credential{randomCred("full-1", "full", 1)}
+	if err := appendCreds(t, s, "f", full...); err != nil || full[0].StatusIndex != 0 {
+		t.Fatalf("AppendAudit into a list of one = index %d, %v", full[0].StatusIndex, err)
+	}
+	head, err = s.AuditHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "AppendAudit into a full list", appendCreds(t, s, "f", randomCred("full-2", "full", 1)), store.ErrAlreadyExists)
+	if h, err := s.AuditHead(ctx); err != nil || h.Seq != head.Seq {
+		t.Errorf("AuditHead after a failed append = %d, %v; want %d", h.Seq, err, head.Seq)
+	}
+}
+
+// Concurrent appends with credentials at random indexes of one list: each
+// gets its own index, and the chain stays one.
+func testConcurrentAppendAuditCredentials(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const goroutines, each, size = 8, 20, 1000
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		creds []*store.Credential
+	)
+	errs := make(chan error, goroutines*each)
+	start := make(chan struct{})
+	for g := range goroutines {
+		wg.Go(func() {
+			<-start
+			for i := range each {
+				cs := []*store.Credential{randomCred(fmt.Sprintf("g%d-%d-a", g, i), "c", size)}
+				if i%2 == 1 {
+					cs = append(cs, randomCred(fmt.Sprintf("g%d-%d-b", g, i), "c", size))
+				}
+				if err := appendCreds(t, s, "g"+strconv.Itoa(g), cs...); err != nil {
+					errs <- err
+					continue
+				}
+				mu.Lock()
+				creds = append(creds, cs...)
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("AppendAudit: %v", err)
+	}
+	seen := map[int]string{}
+	for _, c := range creds {
+		if c.StatusIndex < 0 || c.StatusIndex >= size {
+			t.Fatalf("%s got index %d", c.ID, c.StatusIndex)
+		}
+		if other, ok := seen[c.StatusIndex]; ok {
+			t.Fatalf("%s and %s both got index %d", c.ID, other, c.StatusIndex)
+		}
+		seen[c.StatusIndex] = c.ID
+		checkStoredCred(t, s, c)
+	}
+	if n, err := s.CountStatusIndexes(ctx, "c"); err != nil || n != len(creds) {
+		t.Errorf("CountStatusIndexes = %d, %v; want %d", n, err, len(creds))
+	}
+	evs, err := s.ListAudit(ctx, store.AuditFilter{})
+	if err != nil || len(evs) != len(creds) {
+		t.Fatalf("ListAudit = %d events, %v; want %d", len(evs), err, len(creds))
+	}
+	for i, e := range evs {
+		if e.Seq != int64(i)+1 {
+			t.Fatalf("event %d has seq %d: the chain is not contiguous", i+1, e.Seq)
+		}
+	}
+}
+
 func testListAudit(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	// Ten events: agents alternate a/b, types cycle decision/forwarded/result,

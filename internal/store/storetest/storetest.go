@@ -59,6 +59,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditHeadEmpty", testAuditHeadEmpty},
 		{"AppendAudit", testAppendAudit},
 		{"ConcurrentAppendAudit", testConcurrentAppendAudit},
+		{"AppendAuditCredentials", testAppendAuditCredentials},
+		{"ConcurrentAppendAuditCredentials", testConcurrentAppendAuditCredentials},
 		{"ListAudit", testListAudit},
 		{"Checkpoints", testCheckpoints},
 		{"ChargeBudget", testChargeBudget},
