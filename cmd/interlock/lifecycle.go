@@ -17,12 +17,15 @@ import (
 )
 
 // The owner and agent lifecycle commands and the emergency stop. They
-// change the local store (--config). A running gateway sees the change on
-// its next call (the registry's cache follows the store's generation), and
-// refuses the agents from then on; the gateway's open MCP sessions of those
-// agents are not closed from here (the CLI is another process): they stay
-// open, but every tool call in them is refused. Changes made through the
-// gateway (SCIM) close the sessions at once.
+// change the local store (--config), or call a running gateway's admin API
+// with --server (remote.go), which applies the change itself and closes
+// the agents' open sessions at once. On the local store, a running gateway
+// sees the change on its next call (the registry's cache follows the
+// store's generation), and refuses the agents from then on; the gateway's
+// open MCP sessions of those agents are not closed from here (the CLI is
+// another process): they stay open, but every tool call in them is
+// refused. Changes made through the gateway (SCIM, --server) close the
+// sessions at once.
 
 // withLifecycle opens the configured store, a registry, the audit log and
 // the lifecycle operations over them.
@@ -44,6 +47,15 @@ func (c *cli) withLifecycle(ctx context.Context, fn func(*registry.Lifecycle, *r
 		err = fmt.Errorf("closing the audit log: %w", cerr)
 	}
 	return err
+}
+
+// withLifecycleOr runs fn with no lifecycle when rc is set (the command
+// calls the server), and on the local store otherwise.
+func (c *cli) withLifecycleOr(ctx context.Context, rc *adminClient, fn func(*registry.Lifecycle, *registry.Registry) error) error {
+	if rc != nil {
+		return fn(nil, nil)
+	}
+	return c.withLifecycle(ctx, fn)
 }
 
 func tsText(t time.Time) string {
@@ -72,7 +84,10 @@ func (c *cli) printReport(what string, rep registry.Report, asJSON bool) error {
 	for _, k := range keys {
 		fmt.Fprintf(c.stdout, "  skipped %s: %s\n", k, rep.Skipped[k])
 	}
-	if len(rep.Agents) > 0 {
+	switch {
+	case len(rep.Agents) > 0 && c.remote:
+		fmt.Fprintf(c.stdout, "  the gateway refuses these agents from now on; it closed %d open session(s)\n", rep.SessionsClosed)
+	case len(rep.Agents) > 0:
 		fmt.Fprintln(c.stdout, "  a running gateway refuses these agents from its next call; their open sessions there stay open but every tool call is refused")
 	}
 	return nil
@@ -97,6 +112,16 @@ func (c *cli) userLifecycleCmds() []*cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if rc, err := c.remoteClient(cmd); err != nil || rc != nil {
+				if err != nil {
+					return err
+				}
+				u, owned, err := rc.showUser(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return c.printUser(u, owned, asJSON)
+			}
 			return c.withRegistry(ctx, func(reg *registry.Registry, st store.Store) error {
 				u, err := reg.ResolveUser(ctx, args[0])
 				if err != nil {
@@ -112,36 +137,46 @@ func (c *cli) userLifecycleCmds() []*cobra.Command {
 						owned = append(owned, a)
 					}
 				}
-				if asJSON {
-					out := map[string]any{"id": u.ID, "email": u.Email, "name": u.Name, "roles": u.Roles, "active": u.Active,
-						"source": u.Source, "external_id": u.ExternalID, "created_at": tsText(u.CreatedAt), "updated_at": tsText(u.UpdatedAt),
-						"deleted_at": tsText(u.DeletedAt)}
-					as := []map[string]any{}
-					for _, a := range owned {
-						as = append(as, map[string]any{"id": a.ID, "state": a.State})
-					}
-					out["agents"] = as
-					return json.NewEncoder(c.stdout).Encode(out)
-				}
-				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintf(tw, "id\t%s\nemail\t%s\nname\t%s\nroles\t%s\nactive\t%v\nsource\t%s\n", u.ID, u.Email, u.Name, strings.Join(u.Roles, ","), u.Active, u.Source)
-				if u.ExternalID != "" {
-					fmt.Fprintf(tw, "external id\t%s\n", u.ExternalID)
-				}
-				fmt.Fprintf(tw, "created\t%s\nupdated\t%s\n", tsText(u.CreatedAt), tsText(u.UpdatedAt))
-				if !u.DeletedAt.IsZero() {
-					fmt.Fprintf(tw, "deleted\t%s\n", tsText(u.DeletedAt))
-				}
-				for _, a := range owned {
-					fmt.Fprintf(tw, "agent\t%s (%s)\n", a.ID, a.State)
-				}
-				return tw.Flush()
+				return c.printUser(u, owned, asJSON)
 			})
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.addConfigFlag(show)
+	c.addServerFlags(show)
+	return c.userChangeCmds(show)
+}
 
+// printUser prints a user and the agents they own.
+func (c *cli) printUser(u store.User, owned []store.Agent, asJSON bool) error {
+	if asJSON {
+		out := map[string]any{"id": u.ID, "email": u.Email, "name": u.Name, "roles": u.Roles, "active": u.Active,
+			"source": u.Source, "external_id": u.ExternalID, "created_at": tsText(u.CreatedAt), "updated_at": tsText(u.UpdatedAt),
+			"deleted_at": tsText(u.DeletedAt)}
+		as := []map[string]any{}
+		for _, a := range owned {
+			as = append(as, map[string]any{"id": a.ID, "state": a.State})
+		}
+		out["agents"] = as
+		return json.NewEncoder(c.stdout).Encode(out)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id\t%s\nemail\t%s\nname\t%s\nroles\t%s\nactive\t%v\nsource\t%s\n", u.ID, u.Email, u.Name, strings.Join(u.Roles, ","), u.Active, u.Source)
+	if u.ExternalID != "" {
+		fmt.Fprintf(tw, "external id\t%s\n", u.ExternalID)
+	}
+	fmt.Fprintf(tw, "created\t%s\nupdated\t%s\n", tsText(u.CreatedAt), tsText(u.UpdatedAt))
+	if !u.DeletedAt.IsZero() {
+		fmt.Fprintf(tw, "deleted\t%s\n", tsText(u.DeletedAt))
+	}
+	for _, a := range owned {
+		fmt.Fprintf(tw, "agent\t%s (%s)\n", a.ID, a.State)
+	}
+	return tw.Flush()
+}
+
+// userChangeCmds are "users deactivate|activate", after show.
+func (c *cli) userChangeCmds(show *cobra.Command) []*cobra.Command {
 	var reason string
 	var deactJSON bool
 	deactivate := &cobra.Command{
@@ -154,8 +189,22 @@ until reassigned (agents reassign) or decommissioned.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				u, rep, err := lc.DeactivateUser(ctx, args[0], operator(), reason)
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				var u store.User
+				var rep registry.Report
+				var err error
+				if rc != nil {
+					u, rep, err = rc.deactivateUser(ctx, args[0], reason)
+					if u.ID == "" && rep.Story != "" { // the cascade failed half-way
+						u.ID, u.Email = args[0], args[0]
+					}
+				} else {
+					u, rep, err = lc.DeactivateUser(ctx, args[0], operator(), reason)
+				}
 				if u.ID != "" {
 					if perr := c.printReport("deactivated "+u.Email, rep, deactJSON); perr != nil {
 						return perr
@@ -168,6 +217,7 @@ until reassigned (agents reassign) or decommissioned.`,
 	deactivate.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agents)")
 	deactivate.Flags().BoolVar(&deactJSON, "json", false, "print the report as JSON")
 	c.addConfigFlag(deactivate)
+	c.addServerFlags(deactivate)
 
 	var actReason string
 	activate := &cobra.Command{
@@ -176,8 +226,18 @@ until reassigned (agents reassign) or decommissioned.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				u, err := lc.ActivateUser(ctx, args[0], operator(), actReason)
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				var u store.User
+				var err error
+				if rc != nil {
+					u, err = rc.activateUser(ctx, args[0], actReason)
+				} else {
+					u, err = lc.ActivateUser(ctx, args[0], operator(), actReason)
+				}
 				if err != nil {
 					return err
 				}
@@ -188,6 +248,7 @@ until reassigned (agents reassign) or decommissioned.`,
 	}
 	activate.Flags().StringVar(&actReason, "reason", "", "why (recorded in the audit log)")
 	c.addConfigFlag(activate)
+	c.addServerFlags(activate)
 	return []*cobra.Command{show, deactivate, activate}
 }
 
@@ -200,6 +261,16 @@ func (c *cli) agentLifecycleCmds() []*cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if rc, err := c.remoteClient(cmd); err != nil || rc != nil {
+				if err != nil {
+					return err
+				}
+				a, owner, toks, hist, err := rc.showAgent(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return c.printAgent(a, owner, toks, hist, asJSON)
+			}
 			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, reg *registry.Registry) error {
 				a, err := reg.GetAgent(ctx, args[0])
 				if err != nil {
@@ -214,59 +285,72 @@ func (c *cli) agentLifecycleCmds() []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					h := []map[string]any{}
-					for _, ev := range hist {
-						var data any
-						_ = json.Unmarshal(ev.Data, &data)
-						h = append(h, map[string]any{"seq": ev.Seq, "time": tsText(ev.Time), "type": ev.Type, "data": data})
-					}
-					return json.NewEncoder(c.stdout).Encode(map[string]any{
-						"id": a.ID, "name": a.Name, "owner": owner.Email, "owner_active": owner.Active, "department": a.Department,
-						"purpose": a.Purpose, "state": a.State, "state_changed_at": tsText(a.StateChangedAt),
-						"state_changed_by": a.StateChangedBy, "state_reason": a.StateReason, "created_at": tsText(a.CreatedAt),
-						"tokens": len(toks), "history": h,
-					})
-				}
-				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintf(tw, "id\t%s\nname\t%s\nowner\t%s (active: %v)\ndepartment\t%s\npurpose\t%s\nstate\t%s\n",
-					a.ID, a.Name, owner.Email, owner.Active, a.Department, a.Purpose, a.State)
-				if !a.StateChangedAt.IsZero() {
-					fmt.Fprintf(tw, "since\t%s by %s\n", tsText(a.StateChangedAt), a.StateChangedBy)
-				}
-				if a.StateReason != "" {
-					fmt.Fprintf(tw, "reason\t%s\n", a.StateReason)
-				}
-				live := 0
-				for _, t := range toks {
-					if t.RevokedAt.IsZero() && (t.ExpiresAt.IsZero() || time.Now().Before(t.ExpiresAt)) {
-						live++
-					}
-				}
-				fmt.Fprintf(tw, "created\t%s\ntokens\t%d (%d usable)\n", tsText(a.CreatedAt), len(toks), live)
-				if err := tw.Flush(); err != nil {
-					return err
-				}
-				fmt.Fprintln(c.stdout, "history:")
-				for _, ev := range hist {
-					var d map[string]any
-					_ = json.Unmarshal(ev.Data, &d)
-					line := fmt.Sprintf("  %s  #%d %s", tsText(ev.Time), ev.Seq, ev.Type)
-					for _, k := range []string{"from", "to", "to_owner", "count", "by", "reason"} {
-						if v, ok := d[k]; ok && v != "" {
-							line += fmt.Sprintf(" %s=%v", k, v)
-						}
-					}
-					fmt.Fprintln(c.stdout, line)
-				}
-				return nil
+				return c.printAgent(a, owner, toks, hist, asJSON)
 			})
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.addConfigFlag(show)
+	c.addServerFlags(show)
+	return c.agentChangeCmds(show)
+}
 
-	mk := func(use, short string, run func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error) *cobra.Command {
+// printAgent prints an agent, its owner, its tokens and its history.
+func (c *cli) printAgent(a store.Agent, owner store.User, toks []store.AgentToken, hist []store.AuditEvent, asJSON bool) error {
+	if asJSON {
+		h := []map[string]any{}
+		for _, ev := range hist {
+			var data any
+			_ = json.Unmarshal(ev.Data, &data)
+			h = append(h, map[string]any{"seq": ev.Seq, "time": tsText(ev.Time), "type": ev.Type, "data": data})
+		}
+		return json.NewEncoder(c.stdout).Encode(map[string]any{
+			"id": a.ID, "name": a.Name, "owner": owner.Email, "owner_active": owner.Active, "department": a.Department,
+			"purpose": a.Purpose, "state": a.State, "state_changed_at": tsText(a.StateChangedAt),
+			"state_changed_by": a.StateChangedBy, "state_reason": a.StateReason, "created_at": tsText(a.CreatedAt),
+			"tokens": len(toks), "history": h,
+		})
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id\t%s\nname\t%s\nowner\t%s (active: %v)\ndepartment\t%s\npurpose\t%s\nstate\t%s\n",
+		a.ID, a.Name, owner.Email, owner.Active, a.Department, a.Purpose, a.State)
+	if !a.StateChangedAt.IsZero() {
+		fmt.Fprintf(tw, "since\t%s by %s\n", tsText(a.StateChangedAt), a.StateChangedBy)
+	}
+	if a.StateReason != "" {
+		fmt.Fprintf(tw, "reason\t%s\n", a.StateReason)
+	}
+	live := 0
+	for _, t := range toks {
+		if t.RevokedAt.IsZero() && (t.ExpiresAt.IsZero() || time.Now().Before(t.ExpiresAt)) {
+			live++
+		}
+	}
+	fmt.Fprintf(tw, "created\t%s\ntokens\t%d (%d usable)\n", tsText(a.CreatedAt), len(toks), live)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "history:")
+	for _, ev := range hist {
+		var d map[string]any
+		_ = json.Unmarshal(ev.Data, &d)
+		line := fmt.Sprintf("  %s  #%d %s", tsText(ev.Time), ev.Seq, ev.Type)
+		for _, k := range []string{"from", "to", "to_owner", "count", "by", "reason"} {
+			if v, ok := d[k]; ok && v != "" {
+				line += fmt.Sprintf(" %s=%v", k, v)
+			}
+		}
+		fmt.Fprintln(c.stdout, line)
+	}
+	return nil
+}
+
+// agentChangeCmds are "agents suspend|resume|reassign|decommission",
+// after show.
+func (c *cli) agentChangeCmds(show *cobra.Command) []*cobra.Command {
+	// mk makes a command that runs on the local lifecycle (lc set) or
+	// against the server (rc set).
+	mk := func(use, short string, run func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error) *cobra.Command {
 		var reason string
 		var asJSON bool
 		cmd := &cobra.Command{
@@ -275,27 +359,51 @@ func (c *cli) agentLifecycleCmds() []*cobra.Command {
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				ctx := cmd.Context()
-				return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-					return run(ctx, lc, args[0], reason, asJSON)
+				rc, err := c.remoteClient(cmd)
+				if err != nil {
+					return err
+				}
+				return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+					return run(ctx, lc, rc, args[0], reason, asJSON)
 				})
 			},
 		}
 		cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agent)")
 		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		c.addConfigFlag(cmd)
+		c.addServerFlags(cmd)
 		return cmd
 	}
-	suspend := mk("suspend ID", "Suspend an agent: its calls are refused, its approvals cancelled, its live credentials revoked",
-		func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error {
-			rep, err := lc.SuspendAgent(ctx, id, operator(), reason)
-			if perr := c.printReport("suspended", rep, asJSON); perr != nil {
+	// cascade runs a lifecycle operation that reports what it did.
+	cascade := func(what string, local func(lc *registry.Lifecycle, ctx context.Context, id, by, reason string) (registry.Report, error)) func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error {
+		return func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error {
+			var rep registry.Report
+			var err error
+			if rc != nil {
+				rep, err = rc.agentReport(ctx, id, what, reason)
+				if err != nil && rep.Story == "" {
+					return err
+				}
+			} else {
+				rep, err = local(lc, ctx, id, operator(), reason)
+			}
+			if perr := c.printReport(what+"ed", rep, asJSON); perr != nil {
 				return perr
 			}
 			return err
-		})
+		}
+	}
+	suspend := mk("suspend ID", "Suspend an agent: its calls are refused, its approvals cancelled, its live credentials revoked",
+		cascade("suspend", (*registry.Lifecycle).SuspendAgent))
 	resume := mk("resume ID", "Resume a suspended agent (its owner must be active)",
-		func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error {
-			a, err := lc.ResumeAgent(ctx, id, operator(), reason)
+		func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error {
+			var a store.Agent
+			var err error
+			if rc != nil {
+				a, err = rc.resumeAgent(ctx, id, reason)
+			} else {
+				a, err = lc.ResumeAgent(ctx, id, operator(), reason)
+			}
 			if err != nil {
 				return err
 			}
@@ -303,13 +411,7 @@ func (c *cli) agentLifecycleCmds() []*cobra.Command {
 			return nil
 		})
 	decommission := mk("decommission ID", "Retire an agent for good: its tokens and live credentials are revoked",
-		func(ctx context.Context, lc *registry.Lifecycle, id, reason string, asJSON bool) error {
-			rep, err := lc.DecommissionAgent(ctx, id, operator(), reason)
-			if perr := c.printReport("decommissioned", rep, asJSON); perr != nil {
-				return perr
-			}
-			return err
-		})
+		cascade("decommission", (*registry.Lifecycle).DecommissionAgent))
 
 	var to, reason string
 	reassign := &cobra.Command{
@@ -318,8 +420,18 @@ func (c *cli) agentLifecycleCmds() []*cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				a, err := lc.ReassignAgent(ctx, args[0], to, operator(), reason)
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				var a store.Agent
+				var err error
+				if rc != nil {
+					a, err = rc.reassignAgent(ctx, args[0], to, reason)
+				} else {
+					a, err = lc.ReassignAgent(ctx, args[0], to, operator(), reason)
+				}
 				if err != nil {
 					return err
 				}
@@ -332,6 +444,7 @@ func (c *cli) agentLifecycleCmds() []*cobra.Command {
 	reassign.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
 	reassign.MarkFlagRequired("to")
 	c.addConfigFlag(reassign)
+	c.addServerFlags(reassign)
 	return []*cobra.Command{show, suspend, resume, reassign, decommission}
 }
 
@@ -351,6 +464,24 @@ func (c *cli) stopResumeCmd(stop bool) *cobra.Command {
 			ctx := cmd.Context()
 			if stop && strings.TrimSpace(reason) == "" {
 				return fmt.Errorf("--reason is required")
+			}
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			if rc != nil {
+				what := "resumed"
+				if stop {
+					what = "stopped"
+				}
+				rep, err := rc.stopResume(ctx, stop, sel, reason)
+				if err != nil && rep.Story == "" {
+					return err
+				}
+				if perr := c.printReport(what, rep, asJSON); perr != nil {
+					return perr
+				}
+				return err
 			}
 			return c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
 				if stop {
@@ -378,5 +509,6 @@ func (c *cli) stopResumeCmd(stop bool) *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agents)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	c.addConfigFlag(cmd)
+	c.addServerFlags(cmd)
 	return cmd
 }

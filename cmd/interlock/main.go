@@ -48,6 +48,10 @@ func main() {
 type cli struct {
 	stdout, stderr io.Writer
 	configPath     string
+	// server and adminToken are --server and --admin-token (remote.go);
+	// remote is set once a command works against a server.
+	server, adminToken string
+	remote             bool
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -64,6 +68,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		c.versionCmd(), c.initCmd(), c.serveCmd(), c.demoCmd(), c.wrapCmd(),
 		c.usersCmd(), c.agentsCmd(), c.stopCmd(), c.resumeCmd(), c.callCmd(),
 		c.toolsCmd(), c.policyCmd(), c.auditCmd(), c.keysCmd(), c.credentialsCmd(), c.approvalsCmd(),
+		c.adminCmd(),
+		c.notificationsCmd(),
 	)
 	for _, sub := range root.Commands() {
 		if sub.Name() == "users" {

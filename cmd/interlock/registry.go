@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,6 +31,15 @@ func (c *cli) openStore(ctx context.Context) (*config.Config, store.Store, error
 	return cfg, st, nil
 }
 
+// withRegistryOr runs fn with no registry when rc is set (the command
+// calls the server), and on the local store otherwise.
+func (c *cli) withRegistryOr(ctx context.Context, rc *adminClient, fn func(*registry.Registry, store.Store) error) error {
+	if rc != nil {
+		return fn(nil, nil)
+	}
+	return c.withRegistry(ctx, fn)
+}
+
 // withRegistry opens the configured store and a registry over it.
 func (c *cli) withRegistry(ctx context.Context, fn func(*registry.Registry, store.Store) error) error {
 	cfg, st, err := c.openStore(ctx)
@@ -51,8 +61,19 @@ func (c *cli) usersCmd() *cobra.Command {
 		Short: "Create a local user",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
-				u, err := reg.CreateUser(cmd.Context(), registry.UserSpec{Email: email, Name: name, Roles: roles})
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			spec := registry.UserSpec{Email: email, Name: name, Roles: roles}
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+				var u store.User
+				var err error
+				if rc != nil {
+					u, err = rc.createUser(cmd.Context(), spec)
+				} else {
+					u, err = reg.CreateUser(cmd.Context(), spec)
+				}
 				if err != nil {
 					return err
 				}
@@ -66,6 +87,7 @@ func (c *cli) usersCmd() *cobra.Command {
 	create.Flags().StringArrayVar(&roles, "role", nil, "role, e.g. finance-manager (repeatable)")
 	create.MarkFlagRequired("email")
 	c.addConfigFlag(create)
+	c.addServerFlags(create)
 
 	var asJSON bool
 	list := &cobra.Command{
@@ -73,33 +95,49 @@ func (c *cli) usersCmd() *cobra.Command {
 		Short: "List users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rc, err := c.remoteClient(cmd); err != nil || rc != nil {
+				if err != nil {
+					return err
+				}
+				users, err := rc.listUsers(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return c.printUsers(users, asJSON)
+			}
 			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
 				users, err := reg.ListUsers(cmd.Context())
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					out := make([]map[string]any, 0, len(users))
-					for _, u := range users {
-						out = append(out, map[string]any{"id": u.ID, "email": u.Email, "name": u.Name,
-							"roles": u.Roles, "active": u.Active, "source": u.Source, "created_at": u.CreatedAt.UTC().Format(time.RFC3339)})
-					}
-					return json.NewEncoder(c.stdout).Encode(out)
-				}
-				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "EMAIL\tNAME\tROLES\tACTIVE\tSOURCE")
-				for _, u := range users {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", u.Email, u.Name, strings.Join(u.Roles, ","), u.Active, u.Source)
-				}
-				return tw.Flush()
+				return c.printUsers(users, asJSON)
 			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.addConfigFlag(list)
+	c.addServerFlags(list)
 	cmd.AddCommand(create, list)
 	cmd.AddCommand(c.userLifecycleCmds()...)
 	return cmd
+}
+
+// printUsers prints users as a table or JSON.
+func (c *cli) printUsers(users []store.User, asJSON bool) error {
+	if asJSON {
+		out := make([]map[string]any, 0, len(users))
+		for _, u := range users {
+			out = append(out, map[string]any{"id": u.ID, "email": u.Email, "name": u.Name,
+				"roles": u.Roles, "active": u.Active, "source": u.Source, "created_at": u.CreatedAt.UTC().Format(time.RFC3339)})
+		}
+		return json.NewEncoder(c.stdout).Encode(out)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EMAIL\tNAME\tROLES\tACTIVE\tSOURCE")
+	for _, u := range users {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", u.Email, u.Name, strings.Join(u.Roles, ","), u.Active, u.Source)
+	}
+	return tw.Flush()
 }
 
 func (c *cli) agentsCmd() *cobra.Command {
@@ -111,8 +149,19 @@ func (c *cli) agentsCmd() *cobra.Command {
 		Short: "Register an agent and print its token (shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
-				a, token, err := reg.CreateAgent(cmd.Context(), spec)
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+				var a store.Agent
+				var token string
+				var err error
+				if rc != nil {
+					a, token, err = rc.createAgent(cmd.Context(), spec)
+				} else {
+					a, token, err = reg.CreateAgent(cmd.Context(), spec)
+				}
 				if err != nil {
 					return err
 				}
@@ -133,6 +182,7 @@ func (c *cli) agentsCmd() *cobra.Command {
 	create.MarkFlagRequired("id")
 	create.MarkFlagRequired("owner")
 	c.addConfigFlag(create)
+	c.addServerFlags(create)
 
 	var listJSON, orphaned bool
 	var state string
@@ -141,13 +191,23 @@ func (c *cli) agentsCmd() *cobra.Command {
 		Short: "List agents (--orphaned: those whose owner was deactivated)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if orphaned {
+				state = string(store.AgentOrphaned)
+			}
+			if rc, err := c.remoteClient(cmd); err != nil || rc != nil {
+				if err != nil {
+					return err
+				}
+				agents, owners, err := rc.listAgents(cmd.Context(), state)
+				if err != nil {
+					return err
+				}
+				return c.printAgents(agents, owners, listJSON)
+			}
 			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, st store.Store) error {
 				all, err := reg.ListAgents(cmd.Context())
 				if err != nil {
 					return err
-				}
-				if orphaned {
-					state = string(store.AgentOrphaned)
 				}
 				agents := all[:0]
 				for _, a := range all {
@@ -163,22 +223,7 @@ func (c *cli) agentsCmd() *cobra.Command {
 						}
 					}
 				}
-				if listJSON {
-					out := make([]map[string]any, 0, len(agents))
-					for _, a := range agents {
-						out = append(out, map[string]any{"id": a.ID, "name": a.Name, "owner": owners[a.OwnerID],
-							"department": a.Department, "purpose": a.Purpose, "state": a.State,
-							"state_changed_at": tsText(a.StateChangedAt), "state_reason": a.StateReason,
-							"created_at": a.CreatedAt.UTC().Format(time.RFC3339)})
-					}
-					return json.NewEncoder(c.stdout).Encode(out)
-				}
-				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tOWNER\tSTATE\tDEPARTMENT\tNAME")
-				for _, a := range agents {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, owners[a.OwnerID], a.State, a.Department, a.Name)
-				}
-				return tw.Flush()
+				return c.printAgents(agents, owners, listJSON)
 			})
 		},
 	}
@@ -186,9 +231,31 @@ func (c *cli) agentsCmd() *cobra.Command {
 	list.Flags().BoolVar(&orphaned, "orphaned", false, "only orphaned agents (their owner was deactivated)")
 	list.Flags().StringVar(&state, "state", "", "only agents in this state (active, suspended, orphaned, decommissioned)")
 	c.addConfigFlag(list)
+	c.addServerFlags(list)
 	cmd.AddCommand(create, list, c.tokensCmd())
 	cmd.AddCommand(c.agentLifecycleCmds()...)
 	return cmd
+}
+
+// printAgents prints agents, with their owners' emails by user id, as a
+// table or JSON.
+func (c *cli) printAgents(agents []store.Agent, owners map[string]string, listJSON bool) error {
+	if listJSON {
+		out := make([]map[string]any, 0, len(agents))
+		for _, a := range agents {
+			out = append(out, map[string]any{"id": a.ID, "name": a.Name, "owner": owners[a.OwnerID],
+				"department": a.Department, "purpose": a.Purpose, "state": a.State,
+				"state_changed_at": tsText(a.StateChangedAt), "state_reason": a.StateReason,
+				"created_at": a.CreatedAt.UTC().Format(time.RFC3339)})
+		}
+		return json.NewEncoder(c.stdout).Encode(out)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tOWNER\tSTATE\tDEPARTMENT\tNAME")
+	for _, a := range agents {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, owners[a.OwnerID], a.State, a.Department, a.Name)
+	}
+	return tw.Flush()
 }
 
 func (c *cli) tokensCmd() *cobra.Command {
@@ -200,8 +267,19 @@ func (c *cli) tokensCmd() *cobra.Command {
 		Short: "Issue another token for an agent (shown once)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
-				t, token, err := reg.CreateToken(cmd.Context(), args[0], ttl)
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+				var t store.AgentToken
+				var token string
+				var err error
+				if rc != nil {
+					t, token, err = rc.createToken(cmd.Context(), args[0], ttl)
+				} else {
+					t, token, err = reg.CreateToken(cmd.Context(), args[0], ttl)
+				}
 				if err != nil {
 					return err
 				}
@@ -216,6 +294,7 @@ func (c *cli) tokensCmd() *cobra.Command {
 	create.Flags().DurationVar(&ttl, "ttl", 0, "expire after this long (default: never)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print a JSON object with id and token")
 	c.addConfigFlag(create)
+	c.addServerFlags(create)
 
 	var listJSON bool
 	list := &cobra.Command{
@@ -223,8 +302,18 @@ func (c *cli) tokensCmd() *cobra.Command {
 		Short: "List an agent's tokens (never the tokens themselves)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
-				tokens, err := reg.ListTokens(cmd.Context(), args[0])
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+				var tokens []store.AgentToken
+				var err error
+				if rc != nil {
+					tokens, err = rc.listTokens(cmd.Context(), args[0])
+				} else {
+					tokens, err = reg.ListTokens(cmd.Context(), args[0])
+				}
 				if err != nil {
 					return err
 				}
@@ -253,13 +342,38 @@ func (c *cli) tokensCmd() *cobra.Command {
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
 	c.addConfigFlag(list)
+	c.addServerFlags(list)
 
+	var revokeAgent string
 	revoke := &cobra.Command{
-		Use:   "revoke TOKEN-ID",
+		Use:   "revoke TOKEN-ID [--agent ID]",
 		Short: "Revoke a token: calls made with it are refused from then on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.withRegistry(cmd.Context(), func(reg *registry.Registry, _ store.Store) error {
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			if rc != nil && revokeAgent == "" {
+				return fmt.Errorf("--agent is required with --server: the agent whose token %s is (see: interlock agents tokens list AGENT)", args[0])
+			}
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+				if rc != nil {
+					if err := rc.revokeToken(cmd.Context(), revokeAgent, args[0]); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.stdout, "revoked token %s\n", args[0])
+					return nil
+				}
+				if revokeAgent != "" {
+					toks, err := reg.ListTokens(cmd.Context(), revokeAgent)
+					if err != nil {
+						return err
+					}
+					if !slices.ContainsFunc(toks, func(t store.AgentToken) bool { return t.ID == args[0] }) {
+						return fmt.Errorf("agent %s has no token %q", revokeAgent, args[0])
+					}
+				}
 				if err := reg.RevokeToken(cmd.Context(), args[0]); err != nil {
 					return err
 				}
@@ -268,7 +382,9 @@ func (c *cli) tokensCmd() *cobra.Command {
 			})
 		},
 	}
+	revoke.Flags().StringVar(&revokeAgent, "agent", "", "the agent the token belongs to (required with --server)")
 	c.addConfigFlag(revoke)
+	c.addServerFlags(revoke)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

@@ -233,14 +233,14 @@ func NewDecisionPath(ctx context.Context, o DecisionOptions) (*DecisionPath, err
 	if err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	disp := NewDispatcher(cfg.Notifications, func(ev audit.Event) {
+	disp := NewDispatcher(cfg.Notifications, st, func(ev audit.Event) {
 		if err := al.Defer(ev); err != nil {
 			log.Warn("audit: could not record a notification", "err", err)
 		}
 	}, log, now)
 	notifier := o.Notifier
 	if notifier == nil && disp != nil {
-		notifier = approvalNotifier{d: disp}
+		notifier = newApprovalNotifier(disp, cfg.Notifications, st, log)
 	}
 	apr, err := approval.New(approval.Options{Store: st, Audit: al, Notifier: notifier,
 		ConsoleURL: cfg.PublicURL + "/console", DefaultTTL: time.Duration(cfg.Approvals.Timeout), Now: now, Logger: log})

@@ -49,8 +49,10 @@ func NewConsole(ctx context.Context, cfg *config.Config, st store.Store, apr *ap
 		RPOrigins:  []string{u.Scheme + "://" + u.Host},
 		URL:        cfg.PublicURL + "/console",
 		SessionKey: key,
-		Now:        now,
-		Logger:     log,
+		// Web Push: browsers subscribe with the public half of the VAPID key.
+		VAPIDPublicKey: vapidPublicKey(cfg.Notifications.WebPush),
+		Now:            now,
+		Logger:         log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)

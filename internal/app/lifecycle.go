@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/interlock-dev/interlock/internal/adminapi"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/scim"
 )
@@ -41,5 +42,31 @@ func (a *App) scimHandler() http.Handler {
 	})
 }
 
-// apiHandler returns the admin API, or nil when it is off.
-func (a *App) apiHandler() http.Handler { return nil }
+// apiHandler returns the admin API, or nil when it is off (no admin
+// token configured).
+func (a *App) apiHandler() http.Handler {
+	if len(a.Config.Admin.Tokens) == 0 {
+		return nil
+	}
+	tokens := make([]adminapi.AdminToken, 0, len(a.Config.Admin.Tokens))
+	for _, t := range a.Config.Admin.Tokens {
+		tok, err := adminapi.ParseToken(t.Name, t.SHA256, t.Roles)
+		if err != nil { // Validate has checked it
+			a.log.Error("admin token ignored", "name", t.Name, "err", err)
+			continue
+		}
+		tokens = append(tokens, tok)
+	}
+	o := adminapi.Options{
+		Tokens:    tokens,
+		Registry:  a.Registry,
+		Lifecycle: a.Lifecycle(),
+		Store:     a.Store,
+		Audit:     a.Audit,
+		Logger:    a.log,
+	}
+	if a.Issuer != nil {
+		o.Issuer = a.Issuer
+	}
+	return adminapi.New(o)
+}

@@ -34,6 +34,7 @@ type Config struct {
 	Credentials   Credentials   `yaml:"credentials"`
 	Approvals     Approvals     `yaml:"approvals"`
 	SCIM          SCIM          `yaml:"scim"`
+	Admin         Admin         `yaml:"admin"`
 	Notifications Notifications `yaml:"notifications"`
 	Log           Log           `yaml:"log"`
 
@@ -158,6 +159,30 @@ type SCIM struct {
 	Token string `yaml:"token"`
 }
 
+// Admin configures the admin API at /api/v1 (docs/admin-api.md), which
+// the CLI uses with --server. Off when no token is configured.
+type Admin struct {
+	// Tokens are the admin tokens the API accepts. Only the SHA-256 of
+	// each token is kept here; `interlock admin token` makes one.
+	Tokens []AdminToken `yaml:"tokens"`
+}
+
+// AdminToken is one admin API token.
+type AdminToken struct {
+	// Name is unique; it names the token in the audit log
+	// ("admin:<name>").
+	Name string `yaml:"name"`
+	// SHA256 is the lower-case hex SHA-256 of the token (64 characters).
+	SHA256 string `yaml:"sha256"`
+	// Roles: viewer (reads), security (also suspends and resumes agents,
+	// deactivates and activates users, stops and resumes, revokes tokens
+	// and credentials) and admin (everything).
+	Roles []string `yaml:"roles"`
+}
+
+// AdminRoles are the roles an admin token may carry.
+var AdminRoles = []string{"admin", "security", "viewer"}
+
 // Notifications configures how approvers (and security admins) are told
 // about approval requests. Every channel configured is used; each
 // delivery is retried with backoff and recorded in the audit log.
@@ -170,6 +195,22 @@ type Notifications struct {
 	// SMTP sends one plain-text email per approver (off when Addr is
 	// empty).
 	SMTP SMTP `yaml:"smtp"`
+	// WebPush sends Web Push notifications to the browsers where approvers
+	// enabled them in the console (off when VAPIDPrivateKey is empty).
+	WebPush WebPush `yaml:"web_push"`
+}
+
+// WebPush is the application server identity (VAPID, RFC 8292) of Web
+// Push notifications to the console.
+type WebPush struct {
+	// VAPIDPrivateKey is the P-256 private key, the 32-byte scalar in
+	// base64url, as `interlock notifications vapid-keys` prints it. A
+	// secret: use ${VAR}. Every replica needs the same key (browsers
+	// subscribe with its public half).
+	VAPIDPrivateKey string `yaml:"vapid_private_key"`
+	// Subject is the contact push services may use: "mailto:..." or an
+	// https URL.
+	Subject string `yaml:"subject"`
 }
 
 // Webhook is one signed webhook receiver.

@@ -35,6 +35,12 @@ func (c Config) Redacted() Config {
 	if c.SCIM.Token != "" {
 		r.SCIM.Token = RedactedValue
 	}
+	// Admin tokens are stored as hashes, not secrets; still, a log is no
+	// place for them.
+	r.Admin.Tokens = nil
+	for _, t := range c.Admin.Tokens {
+		r.Admin.Tokens = append(r.Admin.Tokens, AdminToken{Name: t.Name, SHA256: RedactedValue, Roles: slices.Clone(t.Roles)})
+	}
 	r.Notifications.Webhooks = nil
 	for _, w := range c.Notifications.Webhooks {
 		r.Notifications.Webhooks = append(r.Notifications.Webhooks, Webhook{URL: redactURL(w.URL), Secret: RedactedValue})
@@ -45,6 +51,9 @@ func (c Config) Redacted() Config {
 	}
 	if r.Notifications.SMTP.Password != "" {
 		r.Notifications.SMTP.Password = RedactedValue
+	}
+	if r.Notifications.WebPush.VAPIDPrivateKey != "" {
+		r.Notifications.WebPush.VAPIDPrivateKey = RedactedValue
 	}
 	return r
 }

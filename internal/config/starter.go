@@ -126,12 +126,30 @@ notifications:
   #   username: interlock
   #   password: ${SMTP_PASSWORD}
   #   tls: starttls                        # starttls | tls | none
+  # Web Push to the console installed as an app (approvers press "Enable
+  # notifications" there). Make the key with
+  # "interlock notifications vapid-keys"; every replica needs the same one.
+  # web_push:
+  #   vapid_private_key: ${INTERLOCK_VAPID_PRIVATE_KEY}
+  #   subject: mailto:security@example.com   # or an https:// URL
 
 scim:
   # Bearer token for SCIM 2.0 provisioning at /scim/v2 (docs/identity.md):
   # Entra ID or Okta deactivating a user stops their agents at once. Take it
   # from the environment. Empty: SCIM is off.
   token: ""
+
+admin:
+  # Tokens of the admin API at /api/v1 (docs/admin-api.md), which the CLI
+  # uses with --server URL --admin-token T. Make one with
+  # "interlock admin token --name NAME --role ROLE": it prints the token
+  # once and the line to paste here (only its SHA-256 is kept). Roles:
+  # viewer (reads), security (also suspends, resumes, deactivates, stops,
+  # revokes) and admin (everything). Empty: the admin API is off.
+  tokens: []
+  #  - name: ops-team
+  #    sha256: 0000000000000000000000000000000000000000000000000000000000000000
+  #    roles: [admin]
 
 credentials:
   # Every call interlock forwards carries a short-lived signed credential

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/interlock-dev/interlock/internal/notify"
 )
 
 // Defaults.
@@ -334,6 +336,8 @@ func (c *Config) validate() []Problem {
 		k.add("scim.token", "is too short to be a secret: use at least 32 random characters (e.g. openssl rand -base64 32)")
 	}
 
+	c.validateAdmin(k)
+
 	for i, w := range c.Notifications.Webhooks {
 		p := fmt.Sprintf("notifications.webhooks[%d]", i)
 		if msg := checkUpstreamURL(w.URL); msg != "" {
@@ -359,6 +363,15 @@ func (c *Config) validate() []Problem {
 		case "", "starttls", "tls", "none":
 		default:
 			k.add("notifications.smtp.tls", "%s is not one of starttls, tls, none", k.show("notifications.smtp.tls", m.TLS))
+		}
+	}
+	if w := c.Notifications.WebPush; w != (WebPush{}) {
+		// The key is never quoted: it is a secret.
+		if _, err := notify.ParseVAPIDPrivateKey(w.VAPIDPrivateKey); err != nil {
+			k.add("notifications.web_push.vapid_private_key", "must be a P-256 private key in base64url (32 bytes): make one with interlock notifications vapid-keys")
+		}
+		if !validPushSubject(w.Subject) {
+			k.add("notifications.web_push.subject", "%s must be a mailto: address or an https:// URL (push services contact you there)", k.show("notifications.web_push.subject", w.Subject))
 		}
 	}
 
@@ -749,4 +762,78 @@ func validIdent(s string) bool {
 		}
 	}
 	return true
+}
+
+// validateAdmin checks admin.tokens: unique names, SHA-256 hashes in
+// lower-case hex (never shown in messages), known roles.
+func (c *Config) validateAdmin(k *checker) {
+	names := map[string]int{}
+	hashes := map[string]int{}
+	for i, t := range c.Admin.Tokens {
+		p := fmt.Sprintf("admin.tokens[%d]", i)
+		switch {
+		case !validAdminName(t.Name):
+			k.add(p+".name", `%s must be 1-64 characters from a-z, A-Z, 0-9, ".", "_" and "-"`, k.show(p+".name", t.Name))
+		default:
+			if j, ok := names[t.Name]; ok {
+				k.add(p+".name", "duplicate admin token name %s (first at %s)", k.show(p+".name", t.Name), k.where(fmt.Sprintf("admin.tokens[%d].name", j)))
+			} else {
+				names[t.Name] = i
+			}
+		}
+		switch {
+		case !validSHA256Hex(t.SHA256):
+			k.add(p+".sha256", "must be the SHA-256 of the token in 64 lower-case hex characters (interlock admin token prints it)")
+		default:
+			if j, ok := hashes[t.SHA256]; ok {
+				k.add(p+".sha256", "is the same token as %s", k.where(fmt.Sprintf("admin.tokens[%d].sha256", j)))
+			} else {
+				hashes[t.SHA256] = i
+			}
+		}
+		if len(t.Roles) == 0 {
+			k.add(p+".roles", "is required: one or more of %s", strings.Join(AdminRoles, ", "))
+		}
+		for j, r := range t.Roles {
+			if !slices.Contains(AdminRoles, r) {
+				k.add(fmt.Sprintf("%s.roles[%d]", p, j), "%s is not a role: want %s", k.show(fmt.Sprintf("%s.roles[%d]", p, j), r), strings.Join(AdminRoles, ", "))
+			}
+		}
+	}
+}
+
+func validAdminName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c == '-' || c == '.' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func validSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// validPushSubject: "mailto:" with an address, or an https URL with a host
+// (RFC 8292 section 2.1).
+func validPushSubject(s string) bool {
+	if addr, ok := strings.CutPrefix(s, "mailto:"); ok {
+		return strings.Contains(addr, "@") && strings.TrimSpace(addr) == addr
+	}
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil
 }

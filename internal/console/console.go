@@ -21,10 +21,12 @@
 //	link, err := c.CreateEnrollment(ctx, user.ID, "admin@example.com", 72*time.Hour)
 //
 // Routes: GET / (pending list), /login, /approvals/{id}, /enroll/{token},
-// /events (SSE), /static/*, /api/pending; POST /logout, /api/login/begin,
-// /api/login/finish, /api/enroll/begin, /api/enroll/finish,
-// /api/approvals/{id}/challenge, /api/approvals/{id}/vote. Every POST needs
-// an Origin from Options.RPOrigins and the CSRF token (header
+// /events (SSE), /static/*, /api/pending, /manifest.webmanifest and /sw.js
+// (the installable app and its service worker); POST /logout,
+// /api/login/begin, /api/login/finish, /api/enroll/begin,
+// /api/enroll/finish, /api/approvals/{id}/challenge,
+// /api/approvals/{id}/vote, /api/push; DELETE /api/push. Every POST and
+// DELETE needs an Origin from Options.RPOrigins and the CSRF token (header
 // X-CSRF-Token, equal to the interlock_csrf cookie and to the HMAC of the
 // session id).
 //
@@ -105,6 +107,9 @@ type Store interface {
 	UpdatePasskeyUse(ctx context.Context, id []byte, signCount uint32, at time.Time) error
 	CreateEnrollment(ctx context.Context, e store.Enrollment) error
 	UseEnrollment(ctx context.Context, tokenHash []byte, at time.Time) (store.Enrollment, error)
+	SavePushSubscription(ctx context.Context, s store.PushSubscription) error
+	ListPushSubscriptions(ctx context.Context, userID string) ([]store.PushSubscription, error)
+	DeletePushSubscription(ctx context.Context, endpoint string) error
 }
 
 // Approvals is the part of approval.Service the console uses.
@@ -141,8 +146,13 @@ type Options struct {
 	SessionKey []byte
 	// SessionTTL is how long a sign-in lasts (default 12 h).
 	SessionTTL time.Duration
-	Now        func() time.Time
-	Logger     *slog.Logger
+	// VAPIDPublicKey is the Web Push application server key (base64url,
+	// an uncompressed P-256 point: notify.VAPIDPublicKey) browsers
+	// subscribe with. Empty: Web Push is off, the list page shows no
+	// "Enable notifications" button and /api/push answers 404.
+	VAPIDPublicKey string
+	Now            func() time.Time
+	Logger         *slog.Logger
 }
 
 // Console is the web console, an http.Handler. It is safe for concurrent use.
@@ -271,6 +281,7 @@ func (c *Console) routes() {
 	c.mux.Handle("POST "+b+"/api/enroll/finish", c.api(c.enrollFinish))
 	c.mux.Handle("POST "+b+"/api/approvals/{id}/challenge", c.api(c.voteChallenge))
 	c.mux.Handle("POST "+b+"/api/approvals/{id}/vote", c.api(c.vote))
+	c.pushRoutes()
 	c.mux.Handle(b+"/", c.page(func(w http.ResponseWriter, r *http.Request, s *session) error {
 		return errorf(http.StatusNotFound, "There is no such page.", nil)
 	}))
@@ -408,9 +419,10 @@ func (c *Console) signedIn(r *http.Request, s *session, page bool) (store.User, 
 	return store.User{}, errorf(http.StatusUnauthorized, "You are not signed in.", nil)
 }
 
-// checkPost refuses a POST without a matching Origin or CSRF token.
+// checkPost refuses a POST (or DELETE) without a matching Origin or CSRF
+// token.
 func (c *Console) checkPost(r *http.Request, s *session) error {
-	if r.Method != http.MethodPost {
+	if r.Method != http.MethodPost && r.Method != http.MethodDelete {
 		return nil
 	}
 	o := strings.ToLower(strings.TrimRight(r.Header.Get("Origin"), "/"))

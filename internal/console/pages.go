@@ -82,6 +82,10 @@ func (c *Console) serveStatic(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 	case ".css":
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	case ".svg":
+		w.Header().Set("Content-Type", "image/svg+xml")
+	case ".png":
+		w.Header().Set("Content-Type", "image/png")
 	default:
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
@@ -172,7 +176,7 @@ func (c *Console) listPage(w http.ResponseWriter, r *http.Request, s *session) e
 	if err != nil {
 		return err
 	}
-	c.renderUser(w, http.StatusOK, "list.html", s, &u, map[string]any{"Items": items})
+	c.renderUser(w, http.StatusOK, "list.html", s, &u, map[string]any{"Items": items, "PushKey": c.o.VAPIDPublicKey})
 	return nil
 }
 

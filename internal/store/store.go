@@ -213,6 +213,7 @@ type Store interface {
 	CredentialStore
 	ApprovalStore
 	PasskeyStore
+	PushStore
 
 	// Ping checks that the store answers (readiness).
 	Ping(ctx context.Context) error

@@ -258,12 +258,119 @@
     });
   }
 
+
+  // ---- notifications (Web Push to the installed console) ----
+  function pushSupported() {
+    return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+  }
+  async function pushSend(method, data) {
+    const res = await fetch(base + "/api/push", {
+      method: method,
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+      body: JSON.stringify(data),
+    });
+    if (!res.ok) {
+      let out = {};
+      try { out = await res.json(); } catch (e) { /* not JSON */ }
+      throw new Error(out.error || ("The server answered " + res.status + "."));
+    }
+  }
+  async function pushRegistration() {
+    return navigator.serviceWorker.register(base + "/sw.js", { scope: base + "/" });
+  }
+  // currentSubscription is this browser's subscription, or null.
+  async function currentSubscription() {
+    if (!pushSupported()) return null;
+    const reg = await navigator.serviceWorker.getRegistration(base + "/");
+    return reg ? reg.pushManager.getSubscription() : null;
+  }
+  function setupPush() {
+    const box = document.getElementById("push");
+    if (!box || !box.dataset.key || !pushSupported()) return;
+    const enable = document.getElementById("push-enable");
+    const disable = document.getElementById("push-disable");
+    const say = document.getElementById("push-status");
+    function show(on, msg) {
+      enable.hidden = on;
+      disable.hidden = !on;
+      say.textContent = msg || (on ? "Notifications are on for this device." : "");
+      box.hidden = false;
+    }
+    (async () => {
+      try {
+        const sub = await currentSubscription();
+        if (sub) {
+          // Keep the gateway's copy current (and bound to whoever is
+          // signed in on this browser).
+          await pushSend("POST", sub.toJSON());
+          show(true);
+        } else {
+          show(false, Notification.permission === "denied" ? "Notifications are blocked in this browser's settings." : "");
+        }
+      } catch (e) {
+        show(false, e.message);
+      }
+    })();
+    enable.addEventListener("click", async () => {
+      enable.disabled = true;
+      try {
+        const perm = await Notification.requestPermission();
+        if (perm !== "granted") {
+          show(false, "Notifications were not allowed.");
+          return;
+        }
+        const reg = await pushRegistration();
+        await navigator.serviceWorker.ready;
+        let sub = await reg.pushManager.getSubscription();
+        if (sub && sub.options && sub.options.applicationServerKey &&
+            toB64u(sub.options.applicationServerKey) !== box.dataset.key) {
+          await sub.unsubscribe(); // made with another gateway key
+          sub = null;
+        }
+        if (!sub) {
+          sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: fromB64u(box.dataset.key) });
+        }
+        await pushSend("POST", sub.toJSON());
+        show(true, "Notifications are on for this device.");
+      } catch (e) {
+        show(false, (e && e.message) || "Notifications could not be turned on.");
+      } finally {
+        enable.disabled = false;
+      }
+    });
+    disable.addEventListener("click", async () => {
+      disable.disabled = true;
+      try {
+        await pushOff();
+        show(false, "Notifications are off for this device.");
+      } catch (e) {
+        say.textContent = e.message;
+      } finally {
+        disable.disabled = false;
+      }
+    });
+  }
+  // pushOff unsubscribes this browser, at the gateway and locally.
+  async function pushOff() {
+    const sub = await currentSubscription();
+    if (!sub) return;
+    try {
+      await pushSend("DELETE", { endpoint: sub.endpoint });
+    } finally {
+      await sub.unsubscribe();
+    }
+  }
+
   // ---- sign out ----
   function setupSignout() {
     const form = document.querySelector("form.signout");
     if (!form) return;
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
+      // Whoever signs in next on this browser must not get this user's
+      // notifications.
+      try { await pushOff(); } catch (e) { /* best effort */ }
       try {
         const done = await post("/logout");
         window.location.assign(done.redirect || base + "/login");
@@ -279,6 +386,7 @@
     setupEnroll();
     setupDetail();
     setupList();
+    setupPush();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();

@@ -213,6 +213,19 @@ var migrations = []migration{
 		`ALTER TABLE agents ADD COLUMN state_changed_by TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE agents ADD COLUMN state_reason TEXT NOT NULL DEFAULT ''`,
 	}},
+	// 7: approvers' web push subscriptions (see the SQLite backend).
+	{stmts: []string{
+		`CREATE TABLE push_subscriptions (
+			endpoint   TEXT   COLLATE "C" NOT NULL PRIMARY KEY,
+			id         TEXT   COLLATE "C" NOT NULL UNIQUE,
+			user_id    TEXT   COLLATE "C" NOT NULL REFERENCES users (id),
+			p256dh     TEXT   NOT NULL,
+			auth       TEXT   NOT NULL,
+			user_agent TEXT   NOT NULL,
+			created_at BIGINT
+		)`,
+		`CREATE INDEX push_subscriptions_user_id ON push_subscriptions (user_id, created_at, id)`,
+	}},
 }
 
 // lockMigrations takes the transaction-level advisory lock that serialises

@@ -231,6 +231,22 @@ var migrations = []migration{
 		`ALTER TABLE agents ADD COLUMN state_changed_by TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE agents ADD COLUMN state_reason TEXT NOT NULL DEFAULT ''`,
 	}},
+	// 7: approvers' web push subscriptions, made in the console. The
+	// endpoint (a capability URL) is the key: a browser that subscribes
+	// again replaces its row (an upsert). Listings are per user, in
+	// creation order.
+	{stmts: []string{
+		`CREATE TABLE push_subscriptions (
+			endpoint   TEXT   NOT NULL PRIMARY KEY,
+			id         TEXT   NOT NULL UNIQUE,
+			user_id    TEXT   NOT NULL REFERENCES users (id),
+			p256dh     TEXT   NOT NULL,
+			auth       TEXT   NOT NULL,
+			user_agent TEXT   NOT NULL,
+			created_at BIGINT
+		)`,
+		`CREATE INDEX push_subscriptions_user_id ON push_subscriptions (user_id, created_at, id)`,
+	}},
 }
 
 // migrate brings the schema up to date, one migration per transaction, and

@@ -84,6 +84,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentExpireApprovals", testConcurrentExpire},
 		{"CancelAgentApprovals", testCancelAgentApprovals},
 		{"Passkeys", testPasskeys},
+		{"PushSubscriptions", testPushSubscriptions},
 		{"Enrollments", testEnrollments},
 		{"ConcurrentUseEnrollment", testConcurrentUseEnrollment},
 	}
