@@ -81,7 +81,7 @@ func (c *cli) keysCmd() *cobra.Command {
 					Data: map[string]any{"kid": k.ID, "alg": k.Alg, "retired": retired, "by": operator()}}); err != nil {
 					return err
 				}
-				fmt.Fprintf(c.stdout, "new signing key %s (%s); running gateways pick it up within a minute\n", k.ID, k.Alg)
+				fmt.Fprintf(c.stdout, "new signing key %s (%s); running gateways pick it up within 5 seconds\n", k.ID, k.Alg)
 				return nil
 			})
 		},

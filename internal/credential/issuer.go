@@ -38,8 +38,10 @@ const (
 	// served from memory (and the max-age StatusListCredential returns).
 	StatusListCacheTTL = 30 * time.Second
 	// keyRefresh is how often keys are re-read from the store, to pick up a
-	// rotation made by another replica.
-	keyRefresh = time.Minute
+	// rotation (or a first key) made by another replica: every replica
+	// publishes the same key set and signs with the same current key
+	// within this long. One small query.
+	keyRefresh = 5 * time.Second
 	// unknownKidRefresh bounds re-reads caused by unknown kids in Verify.
 	unknownKidRefresh = time.Second
 	// indexTries is how many random indexes Issue tries before giving up
