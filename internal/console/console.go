@@ -68,6 +68,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/interlock-dev/interlock/internal/server"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -289,25 +290,12 @@ func (c *Console) routes() {
 
 // ---- errors ----
 
-// httpError is what handlers return: Status and Msg go to the client, Err
-// to the log only (as server.Error).
-type httpError struct {
-	Status int
-	Msg    string
-	Err    error
-}
-
-func (e *httpError) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-
-func (e *httpError) Unwrap() error { return e.Err }
+// httpError is what handlers return: the gateway's one error type
+// (server.Error), Status and Msg to the client, Err to the log only.
+type httpError = server.Error
 
 func errorf(status int, msg string, cause error) error {
-	return &httpError{Status: status, Msg: msg, Err: cause}
+	return server.Errorf(status, msg, cause)
 }
 
 func (c *Console) asHTTPError(r *http.Request, err error) *httpError {
