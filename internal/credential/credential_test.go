@@ -1121,3 +1121,36 @@ func TestPrepareRollover(t *testing.T) {
 		}
 	}
 }
+
+// Replicas that start together on an empty store agree on one first
+// signing key instead of each making its own.
+func TestFirstKeyOnce(t *testing.T) {
+	e := &env{st: openStore(t), clk: &clock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}}
+	const n = 4
+	kids := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			iss := e.open(t, AlgEdDSA, testKEK(1))
+			iss.mu.RLock()
+			kids <- iss.current.rec.ID
+			iss.mu.RUnlock()
+		}()
+	}
+	wg.Wait()
+	close(kids)
+	first := ""
+	for k := range kids {
+		if first == "" {
+			first = k
+		} else if k != first {
+			t.Errorf("replicas sign with different first keys: %s and %s", first, k)
+		}
+	}
+	keys, err := e.st.ListSigningKeys(t.Context())
+	if err != nil || len(keys) != 1 {
+		t.Errorf("%d signing keys stored (%v), want 1", len(keys), err)
+	}
+}

@@ -162,11 +162,9 @@ func New(ctx context.Context, o Options) (*Issuer, error) {
 	cur := i.current
 	i.mu.RUnlock()
 	if cur == nil {
-		k, err := i.addKey(ctx)
-		if err != nil {
+		if err := i.firstKey(ctx); err != nil {
 			return nil, err
 		}
-		i.log.Info("created the first credential signing key", "kid", k.rec.ID, "alg", k.rec.Alg)
 	} else if cur.rec.Alg != i.alg {
 		i.log.Warn("the current credential signing key uses another algorithm than configured; rotate the keys to switch",
 			"kid", cur.rec.ID, "key_alg", cur.rec.Alg, "configured_alg", i.alg)
@@ -264,6 +262,55 @@ func (i *Issuer) refreshKeys(ctx context.Context, force bool) {
 	}
 }
 
+// firstKeyClaim is the meta key that decides which replica creates the
+// first signing key when several start together on an empty store.
+const firstKeyClaim = "credential.first_key"
+
+// firstKey creates the first signing key, or, when another replica
+// claimed that first, waits for its key: replicas that start together
+// agree on one key instead of each making (and publishing) its own.
+func (i *Issuer) firstKey(ctx context.Context) error {
+	k, err := generateKey(i.alg, i.rand, i.sealer, i.now())
+	if err != nil {
+		return err
+	}
+	winner, err := i.st.PutMetaIfAbsent(ctx, firstKeyClaim, []byte(k.rec.ID))
+	if err != nil {
+		return fmt.Errorf("credential: claim the first signing key: %w", err)
+	}
+	if string(winner) == k.rec.ID {
+		if err := i.storeKey(ctx, k); err != nil {
+			return err
+		}
+		i.log.Info("created the first credential signing key", "kid", k.rec.ID, "alg", k.rec.Alg)
+		return nil
+	}
+	// Another replica claimed it (or a store whose first key was later
+	// lost): its key is stored right after its claim.
+	for range 100 {
+		if err := i.loadKeys(ctx); err != nil {
+			return err
+		}
+		i.mu.RLock()
+		cur := i.current
+		i.mu.RUnlock()
+		if cur != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	i.log.Warn("another replica claimed the first signing key but none appeared; creating one here", "claimed_kid", string(winner))
+	if err := i.storeKey(ctx, k); err != nil {
+		return err
+	}
+	i.log.Info("created the first credential signing key", "kid", k.rec.ID, "alg", k.rec.Alg)
+	return nil
+}
+
 // addKey creates a key with the configured algorithm, stores it and makes
 // it current.
 func (i *Issuer) addKey(ctx context.Context) (*signingKey, error) {
@@ -271,8 +318,16 @@ func (i *Issuer) addKey(ctx context.Context) (*signingKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := i.storeKey(ctx, k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// storeKey stores k and makes it current.
+func (i *Issuer) storeKey(ctx context.Context, k *signingKey) error {
 	if err := i.st.PutSigningKey(ctx, k.rec); err != nil {
-		return nil, fmt.Errorf("credential: store signing key: %w", err)
+		return fmt.Errorf("credential: store signing key: %w", err)
 	}
 	i.mu.Lock()
 	keys := make(map[string]*signingKey, len(i.keys)+1)
@@ -282,7 +337,7 @@ func (i *Issuer) addKey(ctx context.Context) (*signingKey, error) {
 	keys[k.rec.ID] = k
 	i.keys, i.current = keys, k
 	i.mu.Unlock()
-	return k, nil
+	return nil
 }
 
 // Rotate creates a new signing key and makes it current. Every key that was
