@@ -75,3 +75,53 @@ func BenchmarkDeactivateCascade(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAuthenticateLargeStore measures the gate's agent and owner
+// lookup (Authenticate: token -> agent and owner) with 100,000 agents and
+// 20,000 users in a SQLite store: "cached" while nothing changes, "after a
+// change" when every call follows a change somewhere in the registry (the
+// kill switch empties the cache), so each call reads the store again.
+// Filling the store is not timed.
+func BenchmarkAuthenticateLargeStore(b *testing.B) {
+	const users, agents = 20_000, 100_000
+	e := newEnv(b)
+	reg := registry.New(registry.Options{Store: e.store, Logger: slog.New(slog.DiscardHandler)})
+	defer reg.Close()
+	ctx := context.Background()
+	now := time.Now()
+	for u := range users {
+		if err := e.store.CreateUser(ctx, store.User{ID: fmt.Sprintf("u%d", u), Email: fmt.Sprintf("u%d@example.com", u),
+			Active: true, Source: "local", CreatedAt: now, UpdatedAt: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for a := range agents - 1 {
+		if err := e.store.CreateAgent(ctx, store.Agent{ID: fmt.Sprintf("a%d", a), OwnerID: fmt.Sprintf("u%d", a%users),
+			State: store.AgentActive, CreatedAt: now, UpdatedAt: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_, token, err := reg.CreateAgent(ctx, registry.AgentSpec{ID: "bench", OwnerEmail: "u7@example.com"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := reg.Authenticate(ctx, token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("after a change", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			if _, err := reg.CreateUser(ctx, registry.UserSpec{Email: fmt.Sprintf("n%d@example.com", time.Now().UnixNano())}); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if _, err := reg.Authenticate(ctx, token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
