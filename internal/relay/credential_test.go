@@ -118,6 +118,11 @@ func (g *credGate) Check(ctx context.Context, c *relay.Call) (*relay.Verdict, er
 		return &relay.Verdict{Deny: &relay.Denial{Reason: "the test gate refuses " + text,
 			Meta: map[string]any{decisionKey: map[string]any{"id": decisionFor(c.Upstream, c.Name, text), "effect": "deny"}}}}, nil
 	}
+	if strings.HasPrefix(text, "hold-me") && c.Progress != nil {
+		// As the gate does while it holds a call for approval.
+		c.Progress("waiting for approval by the test")
+		c.Progress("still waiting")
+	}
 	cred := credFor(c.Upstream, c.Name, text)
 	g.mu.Lock()
 	g.allowed = append(g.allowed, cred)

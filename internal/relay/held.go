@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -28,8 +29,10 @@ func progressNotification(token json.RawMessage, n int, msg string) []byte {
 // heldStream is the answer stream of a pass-through request the gate
 // holds (waiting for approval): the first progress message turns the
 // answer into an event stream, so that the agent hears from interlock
-// while it waits, and whatever comes afterwards (the upstream's answer,
-// or a refusal) is written as events on it.
+// while it waits (a progress notification when it gave a progress token,
+// else an SSE comment that keeps the stream alive), and whatever comes
+// afterwards (the upstream's answer, or a refusal) is written as events
+// on it.
 type heldStream struct {
 	mu      sync.Mutex
 	w       http.ResponseWriter
@@ -55,6 +58,12 @@ func (h *heldStream) progress(msg string) {
 		h.w.WriteHeader(http.StatusOK)
 		h.sw = newSSEWriter(h.w)
 		h.started = true
+	}
+	if len(h.token) == 0 {
+		// No progress token: a comment keeps the stream alive (and tells
+		// whoever reads the raw stream what is happening).
+		h.sw.writeRaw([]byte(": " + strings.ReplaceAll(msg, "\n", " ") + "\n\n"))
+		return
 	}
 	h.n++
 	h.sw.writeMessage("", progressNotification(h.token, h.n, msg))

@@ -124,8 +124,13 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 				call := &Call{Principal: p, Upstream: up.Name, Method: m.Method,
 					Name: name, Params: m.Params, Session: req.Header.Get(headerSessionID), Transport: "http", ClientIP: clientIP(req)}
 				var held *heldStream
-				if tok := progressToken(m.Params); tok != "" && !batch && acceptsSSE(req) {
-					held = &heldStream{w: w, token: json.RawMessage(tok)}
+				if !batch && acceptsSSE(req) {
+					// A held call keeps the agent's stream alive: progress
+					// notifications (or comments, without a progress token).
+					held = &heldStream{w: w}
+					if tok := progressToken(m.Params); tok != "" {
+						held.token = json.RawMessage(tok)
+					}
 					call.Progress = held.progress
 				}
 				d, tr := r.check(req.Context(), call)
