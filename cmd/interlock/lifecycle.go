@@ -308,7 +308,8 @@ func (c *cli) printAgent(a store.Agent, owner store.User, toks []store.AgentToke
 			"id": a.ID, "name": a.Name, "owner": owner.Email, "owner_active": owner.Active, "department": a.Department,
 			"purpose": a.Purpose, "state": a.State, "state_changed_at": tsText(a.StateChangedAt),
 			"state_changed_by": a.StateChangedBy, "state_reason": a.StateReason, "created_at": tsText(a.CreatedAt),
-			"tokens": len(toks), "history": h,
+			"allowed_upstreams": orNone(a.AllowedUpstreams), "created_by": a.CreatedBy,
+			"last_used_at": tsText(registry.LastUsed(toks)), "tokens": len(toks), "history": h,
 		})
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -326,7 +327,16 @@ func (c *cli) printAgent(a store.Agent, owner store.User, toks []store.AgentToke
 			live++
 		}
 	}
-	fmt.Fprintf(tw, "created\t%s\ntokens\t%d (%d usable)\n", tsText(a.CreatedAt), len(toks), live)
+	fmt.Fprintf(tw, "allowed upstreams\t%s\n", upstreamsText(a.AllowedUpstreams))
+	createdBy := a.CreatedBy
+	if createdBy == "" {
+		createdBy = "unknown"
+	}
+	lastUsed := tsText(registry.LastUsed(toks))
+	if lastUsed == "" {
+		lastUsed = "never"
+	}
+	fmt.Fprintf(tw, "created\t%s\ncreated by\t%s\nlast used\t%s\ntokens\t%d (%d usable)\n", tsText(a.CreatedAt), createdBy, lastUsed, len(toks), live)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -335,7 +345,7 @@ func (c *cli) printAgent(a store.Agent, owner store.User, toks []store.AgentToke
 		var d map[string]any
 		_ = json.Unmarshal(ev.Data, &d)
 		line := fmt.Sprintf("  %s  #%d %s", tsText(ev.Time), ev.Seq, ev.Type)
-		for _, k := range []string{"from", "to", "to_owner", "count", "by", "reason"} {
+		for _, k := range []string{"from", "to", "to_owner", "upstreams", "count", "by", "reason"} {
 			if v, ok := d[k]; ok && v != "" {
 				line += fmt.Sprintf(" %s=%v", k, v)
 			}

@@ -309,11 +309,17 @@ func TestAuditVerifyCommandCatchesTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.Exec(`UPDATE audit_events SET data = replace(data, '"echo"', '"place_order"') WHERE seq = 1`); err != nil {
+	// The first decision (events before it record the users and agents
+	// the CLI created).
+	var seq int64
+	if err := db.QueryRow(`SELECT MIN(seq) FROM audit_events WHERE type = 'decision'`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE audit_events SET data = replace(data, '"echo"', '"place_order"') WHERE seq = ?`, seq); err != nil {
 		t.Fatal(err)
 	}
 	out, _, err := run(t, "audit", "verify", "--config", e.cfg)
-	if err == nil || !strings.Contains(out, "TAMPERED") || !strings.Contains(out, "event 1") {
-		t.Fatalf("verify after changing event 1: %v %s", err, out)
+	if want := fmt.Sprintf("event %d", seq); err == nil || !strings.Contains(out, "TAMPERED") || !strings.Contains(out, want) {
+		t.Fatalf("verify after changing %s: %v %s", want, err, out)
 	}
 }

@@ -11,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/interlock-dev/interlock/internal/adminapi"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/audit"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/registry"
 	"github.com/interlock-dev/interlock/internal/store"
@@ -66,13 +68,16 @@ func (c *cli) usersCmd() *cobra.Command {
 				return err
 			}
 			spec := registry.UserSpec{Email: email, Name: name, Roles: roles}
-			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, st store.Store) error {
 				var u store.User
 				var err error
 				if rc != nil {
 					u, err = rc.createUser(cmd.Context(), spec)
 				} else {
-					u, err = reg.CreateUser(cmd.Context(), spec)
+					if u, err = reg.CreateUser(cmd.Context(), spec); err == nil {
+						err = c.appendAudit(cmd.Context(), nil, st, audit.Event{Type: "user_created", Data: map[string]any{
+							"user_id": u.ID, "email": u.Email, "roles": u.Roles, "source": u.Source, "by": operator()}})
+					}
 				}
 				if err != nil {
 					return err
@@ -153,14 +158,19 @@ func (c *cli) agentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, st store.Store) error {
 				var a store.Agent
 				var token string
 				var err error
 				if rc != nil {
 					a, token, err = rc.createAgent(cmd.Context(), spec)
 				} else {
-					a, token, err = reg.CreateAgent(cmd.Context(), spec)
+					spec.CreatedBy = operator()
+					if a, token, err = reg.CreateAgent(cmd.Context(), spec); err == nil {
+						err = c.appendAudit(cmd.Context(), nil, st, audit.Event{Type: "agent_created", AgentID: a.ID, Data: map[string]any{
+							"owner": spec.OwnerEmail, "owner_id": a.OwnerID, "name": a.Name, "department": a.Department, "purpose": a.Purpose,
+							"allowed_upstreams": a.AllowedUpstreams, "to": a.State, "by": operator()}})
+					}
 				}
 				if err != nil {
 					return err
@@ -168,7 +178,8 @@ func (c *cli) agentsCmd() *cobra.Command {
 				if asJSON {
 					return json.NewEncoder(c.stdout).Encode(map[string]string{"id": a.ID, "owner": spec.OwnerEmail, "token": token})
 				}
-				fmt.Fprintf(c.stdout, "created agent %s (owner %s)\ntoken (shown once, store it now): %s\n", a.ID, spec.OwnerEmail, token)
+				fmt.Fprintf(c.stdout, "created agent %s (owner %s, upstreams: %s)\ntoken (shown once, store it now): %s\n",
+					a.ID, spec.OwnerEmail, upstreamsText(a.AllowedUpstreams), token)
 				return nil
 			})
 		},
@@ -178,6 +189,7 @@ func (c *cli) agentsCmd() *cobra.Command {
 	create.Flags().StringVar(&spec.Name, "name", "", "display name")
 	create.Flags().StringVar(&spec.Department, "department", "", "department")
 	create.Flags().StringVar(&spec.Purpose, "purpose", "", "what the agent is for")
+	create.Flags().StringArrayVar(&spec.AllowedUpstreams, "upstream", nil, "an upstream the agent may call (repeatable; none: every upstream)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print a JSON object with id and token")
 	create.MarkFlagRequired("id")
 	create.MarkFlagRequired("owner")
@@ -232,7 +244,7 @@ func (c *cli) agentsCmd() *cobra.Command {
 	list.Flags().StringVar(&state, "state", "", "only agents in this state (active, suspended, orphaned, decommissioned)")
 	c.addConfigFlag(list)
 	c.addServerFlags(list)
-	cmd.AddCommand(create, list, c.tokensCmd())
+	cmd.AddCommand(create, list, c.tokensCmd(), c.setUpstreamsCmd())
 	cmd.AddCommand(c.agentLifecycleCmds()...)
 	return cmd
 }
@@ -246,6 +258,7 @@ func (c *cli) printAgents(agents []store.Agent, owners map[string]string, listJS
 			out = append(out, map[string]any{"id": a.ID, "name": a.Name, "owner": owners[a.OwnerID],
 				"department": a.Department, "purpose": a.Purpose, "state": a.State,
 				"state_changed_at": tsText(a.StateChangedAt), "state_reason": a.StateReason,
+				"allowed_upstreams": orNone(a.AllowedUpstreams), "created_by": a.CreatedBy,
 				"created_at": a.CreatedAt.UTC().Format(time.RFC3339)})
 		}
 		return json.NewEncoder(c.stdout).Encode(out)
@@ -271,14 +284,17 @@ func (c *cli) tokensCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, st store.Store) error {
 				var t store.AgentToken
 				var token string
 				var err error
 				if rc != nil {
 					t, token, err = rc.createToken(cmd.Context(), args[0], ttl)
 				} else {
-					t, token, err = reg.CreateToken(cmd.Context(), args[0], ttl)
+					if t, token, err = reg.CreateToken(cmd.Context(), args[0], ttl); err == nil {
+						err = c.appendAudit(cmd.Context(), nil, st, audit.Event{Type: "agent_token_created", AgentID: args[0], Data: map[string]any{
+							"token_id": t.ID, "expires_at": t.ExpiresAt, "by": operator()}})
+					}
 				}
 				if err != nil {
 					return err
@@ -357,7 +373,7 @@ func (c *cli) tokensCmd() *cobra.Command {
 			if rc != nil && revokeAgent == "" {
 				return fmt.Errorf("--agent is required with --server: the agent whose token %s is (see: interlock agents tokens list AGENT)", args[0])
 			}
-			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, _ store.Store) error {
+			return c.withRegistryOr(cmd.Context(), rc, func(reg *registry.Registry, st store.Store) error {
 				if rc != nil {
 					if err := rc.revokeToken(cmd.Context(), revokeAgent, args[0]); err != nil {
 						return err
@@ -377,6 +393,10 @@ func (c *cli) tokensCmd() *cobra.Command {
 				if err := reg.RevokeToken(cmd.Context(), args[0]); err != nil {
 					return err
 				}
+				if err := c.appendAudit(cmd.Context(), nil, st, audit.Event{Type: "agent_tokens_revoked", AgentID: revokeAgent, Data: map[string]any{
+					"count": 1, "ids": []string{args[0]}, "by": operator()}}); err != nil {
+					return err
+				}
 				fmt.Fprintf(c.stdout, "revoked token %s\n", args[0])
 				return nil
 			})
@@ -387,4 +407,68 @@ func (c *cli) tokensCmd() *cobra.Command {
 	c.addServerFlags(revoke)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+// upstreamsText says which upstreams an agent may call.
+func upstreamsText(ups []string) string {
+	if len(ups) == 0 {
+		return "all"
+	}
+	return strings.Join(ups, ", ")
+}
+
+// orNone is ups, never nil (a JSON array).
+func orNone(ups []string) []string {
+	if ups == nil {
+		return []string{}
+	}
+	return ups
+}
+
+// setUpstreamsCmd is "agents set-upstreams ID --upstream A --upstream B |
+// --all".
+func (c *cli) setUpstreamsCmd() *cobra.Command {
+	var ups []string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "set-upstreams ID --upstream NAME... | --all",
+		Short: "Choose the upstreams an agent may call (--all: every upstream)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if all == (len(ups) > 0) {
+				return fmt.Errorf("give either --upstream (one or more) or --all")
+			}
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+				var a store.Agent
+				var err error
+				if rc != nil {
+					a, err = rc.setUpstreams(ctx, args[0], ups)
+				} else {
+					a, err = lc.SetAllowedUpstreams(ctx, args[0], ups, operator())
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "agent %s may call: %s\n", a.ID, upstreamsText(a.AllowedUpstreams))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringArrayVar(&ups, "upstream", nil, "an upstream the agent may call (repeatable)")
+	cmd.Flags().BoolVar(&all, "all", false, "let the agent call every upstream")
+	c.addConfigFlag(cmd)
+	c.addServerFlags(cmd)
+	return cmd
+}
+
+// setUpstreams replaces an agent's allowed upstreams on the server.
+func (a *adminClient) setUpstreams(ctx context.Context, id string, ups []string) (store.Agent, error) {
+	var ag adminapi.Agent
+	err := a.do(ctx, "POST", "/agents/"+esc(id)+"/upstreams", nil, map[string][]string{"allowed_upstreams": orNone(ups)}, &ag)
+	return ag.Store(), err
 }

@@ -222,8 +222,8 @@ func (a *adminClient) activateUser(ctx context.Context, ref, reason string) (sto
 
 func (a *adminClient) createAgent(ctx context.Context, spec registry.AgentSpec) (store.Agent, string, error) {
 	var res adminapi.CreatedAgent
-	err := a.do(ctx, "POST", "/agents", nil, map[string]string{"id": spec.ID, "owner": spec.OwnerEmail, "name": spec.Name,
-		"department": spec.Department, "purpose": spec.Purpose}, &res)
+	err := a.do(ctx, "POST", "/agents", nil, map[string]any{"id": spec.ID, "owner": spec.OwnerEmail, "name": spec.Name,
+		"department": spec.Department, "purpose": spec.Purpose, "allowed_upstreams": spec.AllowedUpstreams}, &res)
 	return res.Agent.Store(), res.Token, err
 }
 

@@ -26,6 +26,13 @@ type (
 		Name       string `json:"name"`
 		Department string `json:"department"`
 		Purpose    string `json:"purpose"`
+		// AllowedUpstreams: empty or absent for every upstream.
+		AllowedUpstreams []string `json:"allowed_upstreams"`
+	}
+	upstreamsRequest struct {
+		// AllowedUpstreams replaces the agent's list; empty: every
+		// upstream. It must be present (an explicit [] for every upstream).
+		AllowedUpstreams *[]string `json:"allowed_upstreams"`
 	}
 	reasonRequest struct {
 		Reason string `json:"reason"`
@@ -73,6 +80,7 @@ func (h *handler) routes() {
 	h.route(base+"/agents/{id}/resume", eps{"POST": {permStop, "resume agents", h.resumeAgent}})
 	h.route(base+"/agents/{id}/reassign", eps{"POST": {permAdmin, "reassign agents", h.reassignAgent}})
 	h.route(base+"/agents/{id}/decommission", eps{"POST": {permAdmin, "decommission agents", h.decommissionAgent}})
+	h.route(base+"/agents/{id}/upstreams", eps{"POST": {permAdmin, "set agents' upstreams", h.setUpstreams}})
 	h.route(base+"/agents/{id}/tokens", eps{
 		"GET":  {permRead, "list agent tokens", h.listTokens},
 		"POST": {permAdmin, "create agent tokens", h.createToken},
@@ -259,14 +267,15 @@ func (h *handler) createAgent(w http.ResponseWriter, r *http.Request, c *caller)
 		return badRequest("id and owner are required")
 	}
 	a, token, err := h.o.Registry.CreateAgent(r.Context(), registry.AgentSpec{ID: req.ID, OwnerEmail: req.Owner,
-		Name: req.Name, Department: req.Department, Purpose: req.Purpose})
+		Name: req.Name, Department: req.Department, Purpose: req.Purpose,
+		AllowedUpstreams: req.AllowedUpstreams, CreatedBy: c.by()})
 	if err != nil && a.ID == "" {
 		return fail(err, http.StatusBadRequest)
 	}
 	owner, _ := h.o.Registry.GetUser(r.Context(), a.OwnerID)
 	if aerr := h.audit(r, audit.Event{Type: "agent_created", AgentID: a.ID, Data: map[string]any{
 		"owner": owner.Email, "owner_id": a.OwnerID, "name": a.Name, "department": a.Department, "purpose": a.Purpose,
-		"to": a.State, "by": c.by()}}); aerr != nil {
+		"allowed_upstreams": orEmpty(a.AllowedUpstreams), "to": a.State, "by": c.by()}}); aerr != nil {
 		return aerr
 	}
 	if err != nil {
@@ -307,7 +316,8 @@ func (h *handler) getAgent(w http.ResponseWriter, r *http.Request, _ *caller) er
 	if err != nil {
 		return fail(err, http.StatusBadRequest)
 	}
-	out := AgentDetail{Agent: AgentOf(a, owner.Email), OwnerActive: owner.Active, Tokens: make([]Token, 0, len(toks)), History: make([]Event, 0, len(hist))}
+	out := AgentDetail{Agent: AgentOf(a, owner.Email), OwnerActive: owner.Active, LastUsedAt: registry.LastUsed(toks),
+		Tokens: make([]Token, 0, len(toks)), History: make([]Event, 0, len(hist))}
 	for _, t := range toks {
 		out.Tokens = append(out.Tokens, TokenOf(t))
 	}
@@ -343,6 +353,33 @@ func (h *handler) resumeAgent(w http.ResponseWriter, r *http.Request, c *caller)
 	a, err := h.o.Lifecycle.ResumeAgent(r.Context(), r.PathValue("id"), c.by(), req.Reason)
 	if err != nil {
 		return fail(err, http.StatusConflict) // not suspended, or its owner is deactivated
+	}
+	return h.writeAgent(w, r, a)
+}
+
+// setUpstreams replaces the upstreams the agent may call (audited by the
+// lifecycle as agent_upstreams_set).
+func (h *handler) setUpstreams(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req upstreamsRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.AllowedUpstreams == nil {
+		return badRequest("allowed_upstreams is required ([] for every upstream)")
+	}
+	cur, err := h.agent(r)
+	if err != nil {
+		return err
+	}
+	if cur.State == store.AgentDecommissioned {
+		return errorf(http.StatusConflict, "agent %s is decommissioned", cur.ID)
+	}
+	a, err := h.o.Lifecycle.SetAllowedUpstreams(r.Context(), cur.ID, *req.AllowedUpstreams, c.by())
+	if err != nil {
+		if a.ID != "" { // changed, but not audited
+			return &apiError{status: http.StatusInternalServerError, msg: "the change was made but recording it in the audit log failed", err: err}
+		}
+		return fail(err, http.StatusBadRequest) // a bad name
 	}
 	return h.writeAgent(w, r, a)
 }

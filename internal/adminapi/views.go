@@ -49,17 +49,23 @@ type Agent struct {
 	StateChangedAt time.Time        `json:"state_changed_at,omitzero"`
 	StateChangedBy string           `json:"state_changed_by,omitempty"`
 	StateReason    string           `json:"state_reason,omitempty"`
-	CreatedAt      time.Time        `json:"created_at"`
-	UpdatedAt      time.Time        `json:"updated_at"`
+	// AllowedUpstreams are the upstreams the agent may call; empty: every
+	// upstream.
+	AllowedUpstreams []string  `json:"allowed_upstreams"`
+	CreatedBy        string    `json:"created_by,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
 }
 
 // AgentDetail is GET /api/v1/agents/{id}: the agent, whether its owner is
 // active, its tokens and its state history (oldest first).
 type AgentDetail struct {
 	Agent
-	OwnerActive bool    `json:"owner_active"`
-	Tokens      []Token `json:"tokens"`
-	History     []Event `json:"history"`
+	OwnerActive bool `json:"owner_active"`
+	// LastUsedAt is the latest use of any of its tokens.
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	Tokens     []Token   `json:"tokens"`
+	History    []Event   `json:"history"`
 }
 
 // CreatedAgent is the answer to POST /api/v1/agents: the agent and its
@@ -176,14 +182,21 @@ func (u User) Store() store.User {
 func AgentOf(a store.Agent, ownerEmail string) Agent {
 	return Agent{ID: a.ID, Name: a.Name, Owner: ownerEmail, OwnerID: a.OwnerID, Department: a.Department, Purpose: a.Purpose,
 		State: a.State, StateChangedAt: a.StateChangedAt, StateChangedBy: a.StateChangedBy, StateReason: a.StateReason,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+		AllowedUpstreams: orEmpty(a.AllowedUpstreams), CreatedBy: a.CreatedBy, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
 }
 
 // Store is the stored agent the view shows.
 func (a Agent) Store() store.Agent {
 	return store.Agent{ID: a.ID, Name: a.Name, OwnerID: a.OwnerID, Department: a.Department, Purpose: a.Purpose, State: a.State,
 		StateChangedAt: a.StateChangedAt, StateChangedBy: a.StateChangedBy, StateReason: a.StateReason,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+		AllowedUpstreams: nilIfEmpty(a.AllowedUpstreams), CreatedBy: a.CreatedBy, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
 }
 
 // TokenOf is the view of a stored agent token.

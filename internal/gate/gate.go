@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -235,6 +236,8 @@ func (g *Gate) begin(ctx context.Context, c *relay.Call, consumeNow bool) (*deci
 	switch inactive := Inactive(p); {
 	case inactive != "":
 		d = policy.Decision{Effect: "deny", Rule: "kill-switch", Reasons: []string{inactive}}
+	case !registry.AllowsUpstream(p.Agent, c.Upstream):
+		d = policy.Decision{Effect: "deny", Rule: RuleUpstreamNotAllowed, Reasons: []string{UpstreamNotAllowed(&p.Agent, c.Upstream)}}
 	case argsErr != nil:
 		d = policy.Decision{Effect: "deny", Rule: "bad-arguments", Reasons: []string{"the call's arguments are not a JSON object: " + argsErr.Error()}}
 	case presented != nil:
@@ -794,6 +797,22 @@ func (g *Gate) appendAsync(ev audit.Event) {
 	if err := g.opts.Audit.Defer(ev); err != nil {
 		g.log.Error("audit: could not record an event", "type", ev.Type, "call", ev.CallID, "err", err)
 	}
+}
+
+// RuleUpstreamNotAllowed is the rule of a call refused because the agent
+// may not use the upstream (its registry entry's allowed upstreams). It
+// does not depend on the policy.
+const RuleUpstreamNotAllowed = "upstream-not-allowed"
+
+// UpstreamNotAllowed says why agent a may not call upstream: the upstreams
+// it may use, and how to change them.
+func UpstreamNotAllowed(a *store.Agent, upstream string) string {
+	quoted := make([]string, len(a.AllowedUpstreams))
+	for i, u := range a.AllowedUpstreams {
+		quoted[i] = strconv.Quote(u)
+	}
+	return fmt.Sprintf("agent %q may not use upstream %q: it may use only %s; an administrator can change that (interlock agents set-upstreams %s --upstream NAME)",
+		a.ID, upstream, strings.Join(quoted, ", "), a.ID)
 }
 
 // Inactive returns why the principal may not act, or "" when it may. The

@@ -15,6 +15,9 @@ import (
 
 // Message is one approval notification.
 type Message struct {
+	// Event is the webhook event type (Interlock-Event and "type");
+	// empty means EventApproval.
+	Event      string
 	ApprovalID string
 	// Title is short, e.g. "Approval needed: acme.place_order" (the email
 	// subject, the push notification's title).

@@ -22,6 +22,9 @@ const (
 	DeliveryHeader  = "Interlock-Delivery"
 	EventHeader     = "Interlock-Event"
 	EventApproval   = "approval.requested"
+	// EventSecurity is a security notice: agents were stopped (their
+	// owner deactivated, an emergency stop, a decommission).
+	EventSecurity = "security.agents_stopped"
 )
 
 // DefaultSignatureTolerance is VerifySignature's tolerance when given none.
@@ -113,8 +116,12 @@ func (w Webhook) Send(ctx context.Context, to Recipient, m Message) error {
 	if err := w.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
+	typ := m.Event
+	if typ == "" {
+		typ = EventApproval
+	}
 	ev := webhookEvent{
-		Type:       EventApproval,
+		Type:       typ,
 		DeliveryID: m.DeliveryID,
 		ApprovalID: m.ApprovalID,
 		Title:      m.Title,
@@ -146,7 +153,7 @@ func (w Webhook) Send(ctx context.Context, to Recipient, m Message) error {
 	h.Set("Content-Type", "application/json")
 	h.Set(SignatureHeader, Sign(w.Secret, now(), body))
 	h.Set(DeliveryHeader, ev.DeliveryID)
-	h.Set(EventHeader, EventApproval)
+	h.Set(EventHeader, typ)
 	if err := post(ctx, c, w.URL, h, body); err != nil {
 		return fmt.Errorf("webhook: %w", err)
 	}

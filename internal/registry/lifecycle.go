@@ -166,6 +166,7 @@ func (s Selector) valid() error {
 var LifecycleEventTypes = []string{
 	"agent_created", "agent_orphaned", "agent_suspended", "agent_resumed", "agent_reassigned",
 	"agent_decommissioned", "credentials_revoked", "approvals_cancelled", "agent_tokens_revoked",
+	"agent_upstreams_set",
 }
 
 // ---- users ----
@@ -557,6 +558,30 @@ func (l *Lifecycle) ReassignAgent(ctx context.Context, id, toRef, by, reason str
 		"from": old.State, "to": a.State, "by": by, "reason": reason,
 	}})
 	return a, err
+}
+
+// SetAllowedUpstreams replaces the upstreams the agent may call (empty:
+// every upstream; see Registry.SetAllowedUpstreams) and audits the change
+// (agent_upstreams_set, with the old and new lists and who made it). The
+// gate applies it from the agent's next call.
+func (l *Lifecycle) SetAllowedUpstreams(ctx context.Context, id string, upstreams []string, by string) (store.Agent, error) {
+	old, a, err := l.r.SetAllowedUpstreams(ctx, id, upstreams)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	_, err = l.o.Audit.Append(ctx, audit.Event{Type: "agent_upstreams_set", AgentID: id, Time: a.UpdatedAt, Data: map[string]any{
+		"from_upstreams": upstreamsData(old.AllowedUpstreams), "upstreams": upstreamsData(a.AllowedUpstreams), "by": by,
+	}})
+	return a, err
+}
+
+// upstreamsData is an allowed-upstreams list for an audit event: never
+// null.
+func upstreamsData(ups []string) []string {
+	if ups == nil {
+		return []string{}
+	}
+	return ups
 }
 
 // DecommissionAgent retires the agent for good: it becomes decommissioned

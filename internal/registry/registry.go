@@ -97,6 +97,13 @@ type AgentSpec struct {
 	Name       string
 	Department string
 	Purpose    string
+	// AllowedUpstreams names the upstreams the agent may call; empty means
+	// every upstream. Names are 1 to 32 characters from [a-zA-Z0-9_-], as
+	// in the configuration; they are stored sorted and unique.
+	AllowedUpstreams []string
+	// CreatedBy says who registers the agent (e.g. "cli:alice",
+	// "admin:ops").
+	CreatedBy string
 }
 
 // Registry manages users, agents and tokens on a store and authenticates
@@ -276,11 +283,16 @@ func (r *Registry) CreateAgent(ctx context.Context, spec AgentSpec) (store.Agent
 		return store.Agent{}, "", fmt.Errorf("registry: create agent %s: owner %s is deactivated: %w",
 			spec.ID, owner.Email, store.ErrInvalid)
 	}
+	ups, err := NormalizeUpstreams(spec.AllowedUpstreams)
+	if err != nil {
+		return store.Agent{}, "", fmt.Errorf("registry: create agent %s: %w", spec.ID, err)
+	}
 	now := store.NormalizeTime(r.now())
 	a := store.Agent{
 		ID: spec.ID, Name: strings.TrimSpace(spec.Name), OwnerID: owner.ID,
 		Department: strings.TrimSpace(spec.Department), Purpose: strings.TrimSpace(spec.Purpose),
-		State: store.AgentActive, CreatedAt: now, UpdatedAt: now,
+		State: store.AgentActive, AllowedUpstreams: ups, CreatedBy: strings.TrimSpace(spec.CreatedBy),
+		CreatedAt: now, UpdatedAt: now,
 	}
 	err = r.store.CreateAgent(ctx, a)
 	r.invalidate()
@@ -311,6 +323,80 @@ func (r *Registry) GetAgent(ctx context.Context, id string) (store.Agent, error)
 		return store.Agent{}, fmt.Errorf("registry: get agent %s: %w", id, err)
 	}
 	return a, nil
+}
+
+// SetAllowedUpstreams replaces the upstreams the agent may call (empty:
+// every upstream) and returns the agent as it was and as it is now. The
+// names are checked as in AgentSpec.AllowedUpstreams and stored sorted and
+// unique. An unknown agent is store.ErrNotFound; a decommissioned agent or
+// an invalid name is store.ErrInvalid. It is not audited here:
+// Lifecycle.SetAllowedUpstreams is the audited form.
+func (r *Registry) SetAllowedUpstreams(ctx context.Context, id string, upstreams []string) (old, agent store.Agent, err error) {
+	ups, err := NormalizeUpstreams(upstreams)
+	if err != nil {
+		return store.Agent{}, store.Agent{}, fmt.Errorf("registry: set allowed upstreams of agent %s: %w", id, err)
+	}
+	now := store.NormalizeTime(r.now())
+	a, err := r.UpdateAgent(ctx, id, func(x store.Agent) (store.Agent, error) {
+		old = x
+		if x.State == store.AgentDecommissioned {
+			return x, fmt.Errorf("it is decommissioned: %w", store.ErrInvalid)
+		}
+		x.AllowedUpstreams, x.UpdatedAt = ups, now
+		return x, nil
+	})
+	if err != nil {
+		return store.Agent{}, store.Agent{}, fmt.Errorf("registry: set allowed upstreams of agent %s: %w", id, err)
+	}
+	return old, a, nil
+}
+
+// NormalizeUpstreams checks a list of upstream names (1 to 32 characters
+// from [a-zA-Z0-9_-], as in the configuration) and returns it trimmed,
+// sorted and unique; nil for an empty list (every upstream). A bad name is
+// store.ErrInvalid.
+func NormalizeUpstreams(names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		if !validUpstream(n) {
+			return nil, fmt.Errorf("upstream name %q must match [a-zA-Z0-9_-]{1,32}: %w", n, store.ErrInvalid)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func validUpstream(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// AllowsUpstream reports whether agent a may call upstream: its
+// AllowedUpstreams is empty (every upstream) or names it.
+func AllowsUpstream(a store.Agent, upstream string) bool {
+	return len(a.AllowedUpstreams) == 0 || slices.Contains(a.AllowedUpstreams, upstream)
+}
+
+// LastUsed returns the latest LastUsedAt of toks (zero when none was
+// used): when the agent last called through the gateway, as far as the
+// coalesced token touches say.
+func LastUsed(toks []store.AgentToken) time.Time {
+	var last time.Time
+	for _, t := range toks {
+		if t.LastUsedAt.After(last) {
+			last = t.LastUsedAt
+		}
+	}
+	return last
 }
 
 // ---- tokens ----

@@ -104,8 +104,15 @@ type Agent struct {
 	Department string
 	Purpose    string
 	State      AgentState
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// AllowedUpstreams names the upstreams the agent may call; empty
+	// means every upstream. Names are kept as given (the registry sorts
+	// and deduplicates them); none may be empty.
+	AllowedUpstreams []string
+	// CreatedBy says who registered the agent (e.g. "cli:alice",
+	// "api:ops-token"); "" when unknown.
+	CreatedBy string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 	// StateChangedAt, StateChangedBy and StateReason say when the agent
 	// last moved to its State, who moved it (e.g. "cli:alice", "scim") and
 	// why; zero and "" for an agent that has kept the state it was

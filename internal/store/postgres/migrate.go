@@ -226,6 +226,12 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX push_subscriptions_user_id ON push_subscriptions (user_id, created_at, id)`,
 	}},
+	// 8: an agent's allowed upstreams (a JSON text array like roles, "[]"
+	// for every upstream) and who registered it.
+	{stmts: []string{
+		`ALTER TABLE agents ADD COLUMN allowed_upstreams TEXT NOT NULL DEFAULT '[]'`,
+		`ALTER TABLE agents ADD COLUMN created_by TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // lockMigrations takes the transaction-level advisory lock that serialises

@@ -528,27 +528,58 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(store.Use
 
 // ---- agents ----
 
-const agentCols = `id, name, owner_id, department, purpose, state, created_at, updated_at, state_changed_at, state_changed_by, state_reason`
+const agentCols = `id, name, owner_id, department, purpose, state, created_at, updated_at, state_changed_at, state_changed_by, state_reason, allowed_upstreams, created_by`
 
 type agentScan struct {
 	a                store.Agent
 	state            string
+	upstreams        string
 	created, updated *int64
 	changed          *int64
 }
 
 func (x *agentScan) dest() []any {
 	return []any{&x.a.ID, &x.a.Name, &x.a.OwnerID, &x.a.Department, &x.a.Purpose, &x.state, &x.created, &x.updated,
-		&x.changed, &x.a.StateChangedBy, &x.a.StateReason}
+		&x.changed, &x.a.StateChangedBy, &x.a.StateReason, &x.upstreams, &x.a.CreatedBy}
 }
 
-func (x *agentScan) agent() store.Agent {
+func (x *agentScan) agent() (store.Agent, error) {
 	a := x.a
 	a.State = store.AgentState(x.state)
 	a.CreatedAt = fromMicros(x.created)
 	a.UpdatedAt = fromMicros(x.updated)
 	a.StateChangedAt = fromMicros(x.changed)
-	return a
+	ups, err := decodeUpstreams(x.upstreams)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	a.AllowedUpstreams = ups
+	return a, nil
+}
+
+// An agent's allowed upstreams are a JSON array of strings, "[]" when
+// empty (every upstream).
+
+func encodeUpstreams(ups []string) (string, error) {
+	if len(ups) == 0 {
+		return "[]", nil
+	}
+	b, err := json.Marshal(ups)
+	if err != nil {
+		return "", fmt.Errorf("encode allowed upstreams: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeUpstreams(s string) ([]string, error) {
+	if s == "[]" || s == "" {
+		return nil, nil
+	}
+	var ups []string
+	if err := json.Unmarshal([]byte(s), &ups); err != nil {
+		return nil, fmt.Errorf("decode allowed upstreams: %w", err)
+	}
+	return ups, nil
 }
 
 func scanAgent(row pgx.Row) (store.Agent, error) {
@@ -556,7 +587,7 @@ func scanAgent(row pgx.Row) (store.Agent, error) {
 	if err := row.Scan(x.dest()...); err != nil {
 		return store.Agent{}, err
 	}
-	return x.agent(), nil
+	return x.agent()
 }
 
 func normAgent(a store.Agent) store.Agent {
@@ -575,6 +606,11 @@ func validAgent(a store.Agent) error {
 	case !a.State.Valid():
 		return invalid("agent %q: state %q", a.ID, a.State)
 	}
+	for _, u := range a.AllowedUpstreams {
+		if u == "" {
+			return invalid("agent %q: an allowed upstream is empty", a.ID)
+		}
+	}
 	return nil
 }
 
@@ -584,10 +620,14 @@ func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
 	if err := validAgent(a); err != nil {
 		return fmt.Errorf("postgres: create agent: %w", err)
 	}
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+	ups, err := encodeUpstreams(a.AllowedUpstreams)
+	if err != nil {
+		return fmt.Errorf("postgres: create agent: %w", err)
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			a.ID, a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.CreatedAt), micros(a.UpdatedAt),
-			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason); err != nil {
+			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason, ups, a.CreatedBy); err != nil {
 			return mapErr(err)
 		}
 		return bump(ctx, tx)
@@ -648,10 +688,14 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, update func(store.Ag
 		if err := validAgent(a); err != nil {
 			return err
 		}
+		ups, err := encodeUpstreams(a.AllowedUpstreams)
+		if err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx,
-			`UPDATE agents SET name = $1, owner_id = $2, department = $3, purpose = $4, state = $5, updated_at = $6, state_changed_at = $7, state_changed_by = $8, state_reason = $9 WHERE id = $10`,
+			`UPDATE agents SET name = $1, owner_id = $2, department = $3, purpose = $4, state = $5, updated_at = $6, state_changed_at = $7, state_changed_by = $8, state_reason = $9, allowed_upstreams = $10, created_by = $11 WHERE id = $12`,
 			a.Name, a.OwnerID, a.Department, a.Purpose, string(a.State), micros(a.UpdatedAt),
-			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason, id); err != nil {
+			micros(a.StateChangedAt), a.StateChangedBy, a.StateReason, ups, a.CreatedBy, id); err != nil {
 			return mapErr(err)
 		}
 		out = a
@@ -802,7 +846,7 @@ func (s *Store) TouchAgentToken(ctx context.Context, id string, at time.Time) er
 const lookupPrincipalSQL = `SELECT
 	t.id, t.agent_id, t.hash, t.created_at, t.expires_at, t.revoked_at, t.last_used_at,
 	a.id, a.name, a.owner_id, a.department, a.purpose, a.state, a.created_at, a.updated_at,
-	a.state_changed_at, a.state_changed_by, a.state_reason,
+	a.state_changed_at, a.state_changed_by, a.state_reason, a.allowed_upstreams, a.created_by,
 	u.id, u.email, u.name, u.roles, u.active, u.source, u.created_at, u.updated_at,
 	u.external_id, u.deleted_at
 FROM agent_tokens t
@@ -817,7 +861,7 @@ func (s *Store) LookupPrincipal(ctx context.Context, tokenHash []byte) (store.Pr
 		as agentScan
 		us userScan
 	)
-	dest := make([]any, 0, 28)
+	dest := make([]any, 0, 30)
 	dest = append(dest, ts.dest()...)
 	dest = append(dest, as.dest()...)
 	dest = append(dest, us.dest()...)
@@ -828,7 +872,11 @@ func (s *Store) LookupPrincipal(ctx context.Context, tokenHash []byte) (store.Pr
 	if err != nil {
 		return store.Principal{}, fmt.Errorf("postgres: lookup principal: %w", err)
 	}
-	return store.Principal{Token: ts.token(), Agent: as.agent(), Owner: owner}, nil
+	agent, err := as.agent()
+	if err != nil {
+		return store.Principal{}, fmt.Errorf("postgres: lookup principal: %w", err)
+	}
+	return store.Principal{Token: ts.token(), Agent: agent, Owner: owner}, nil
 }
 
 // ---- generation and meta ----

@@ -293,6 +293,8 @@ func TestAuditIndexesDropped(t *testing.T) {
 	for _, q := range []string{
 		`CREATE INDEX audit_events_at ON audit_events (at)`,
 		`CREATE INDEX audit_events_agent_id ON audit_events (agent_id, seq)`,
+		`ALTER TABLE agents DROP COLUMN allowed_upstreams`, // migration 8
+		`ALTER TABLE agents DROP COLUMN created_by`,
 		`DROP TABLE push_subscriptions`,             // migration 7
 		`ALTER TABLE users DROP COLUMN external_id`, // migration 6
 		`ALTER TABLE users DROP COLUMN deleted_at`,

@@ -185,7 +185,8 @@ func checkAgent(t *testing.T, got, want store.Agent) {
 	t.Helper()
 	if got.ID != want.ID || got.Name != want.Name || got.OwnerID != want.OwnerID ||
 		got.Department != want.Department || got.Purpose != want.Purpose || got.State != want.State ||
-		got.StateChangedBy != want.StateChangedBy || got.StateReason != want.StateReason {
+		got.StateChangedBy != want.StateChangedBy || got.StateReason != want.StateReason ||
+		!slices.Equal(got.AllowedUpstreams, want.AllowedUpstreams) || got.CreatedBy != want.CreatedBy {
 		t.Errorf("agent:\n got %+v\nwant %+v", got, want)
 	}
 	checkTime(t, "agent "+want.ID+" CreatedAt", got.CreatedAt, want.CreatedAt)
@@ -455,6 +456,10 @@ func testCreateAgent(t *testing.T, s store.Store) {
 	suspended.State = store.AgentSuspended
 	bad := newAgent("agent-3", "u1")
 	bad.State = "sleepy"
+	limited := newAgent("agent-6", "u1")
+	limited.AllowedUpstreams, limited.CreatedBy = []string{"github", "jira"}, "cli:alice"
+	emptyUpstream := newAgent("agent-7", "u1")
+	emptyUpstream.AllowedUpstreams = []string{"github", ""}
 	tests := []struct {
 		name  string
 		agent store.Agent
@@ -467,6 +472,8 @@ func testCreateAgent(t *testing.T, s store.Store) {
 		{"empty owner", newAgent("agent-5", ""), store.ErrInvalid},
 		{"invalid state", bad, store.ErrInvalid},
 		{"empty id", newAgent("", "u1"), store.ErrInvalid},
+		{"allowed upstreams and creator", limited, nil},
+		{"empty allowed upstream", emptyUpstream, store.ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -485,7 +492,7 @@ func testCreateAgent(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("ListAgents: %v", err)
 	}
-	if got, want := ids(agents, func(a store.Agent) string { return a.ID }), []string{"agent-1", "agent-2"}; !slices.Equal(got, want) {
+	if got, want := ids(agents, func(a store.Agent) string { return a.ID }), []string{"agent-1", "agent-2", "agent-6"}; !slices.Equal(got, want) {
 		t.Errorf("agents after failed creations = %v, want %v", got, want)
 	}
 	if _, err := s.GetAgent(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
@@ -534,7 +541,9 @@ func testUpdateAgent(t *testing.T, s store.Store) {
 	}
 	t1 := t0.Add(time.Minute)
 	changed := store.Agent{ID: "agent-1", Name: "renamed", OwnerID: "u2", Department: "ops", Purpose: "restarts pods",
-		State: store.AgentSuspended, CreatedAt: t0, UpdatedAt: t1}
+		State: store.AgentSuspended, AllowedUpstreams: []string{"jira"}, CreatedBy: "api:ops", CreatedAt: t0, UpdatedAt: t1}
+	unlimited := changed
+	unlimited.AllowedUpstreams = nil
 	tests := []struct {
 		name   string
 		id     string
@@ -548,8 +557,19 @@ func testUpdateAgent(t *testing.T, s store.Store) {
 			update: func(a store.Agent) (store.Agent, error) {
 				a.Name, a.OwnerID, a.Department, a.Purpose, a.State, a.UpdatedAt =
 					"renamed", "u2", "ops", "restarts pods", store.AgentSuspended, t1
+				a.AllowedUpstreams, a.CreatedBy = []string{"jira"}, "api:ops"
 				return a, nil
 			},
+			want: changed,
+		},
+		{
+			name: "empty allowed upstream",
+			id:   "agent-1",
+			update: func(a store.Agent) (store.Agent, error) {
+				a.AllowedUpstreams = []string{""}
+				return a, nil
+			},
+			err:  store.ErrInvalid,
 			want: changed,
 		},
 		{
@@ -590,6 +610,15 @@ func testUpdateAgent(t *testing.T, s store.Store) {
 			},
 			err:  store.ErrInvalid,
 			want: changed,
+		},
+		{
+			name: "clear allowed upstreams",
+			id:   "agent-1",
+			update: func(a store.Agent) (store.Agent, error) {
+				a.AllowedUpstreams = []string{}
+				return a, nil
+			},
+			want: unlimited,
 		},
 		{
 			name:   "unknown id",
@@ -781,6 +810,7 @@ func testLookupPrincipal(t *testing.T, s store.Store) {
 	// A second, unrelated principal, so a join on the wrong key shows.
 	u2 := newUser("u2", "b@example.com", "sre")
 	a2 := newAgent("agent-2", "u2")
+	a2.AllowedUpstreams, a2.CreatedBy = []string{"github"}, "scim"
 	tok2 := newToken("tok-2", "agent-2")
 	tok2.ExpiresAt = t0.Add(time.Hour)
 	for _, err := range []error{s.CreateUser(ctx, u2), s.CreateAgent(ctx, a2), s.CreateAgentToken(ctx, tok2)} {
