@@ -75,6 +75,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		if sub.Name() == "users" {
 			sub.AddCommand(c.enrollCmd())
 		}
+		if sub.Name() == "agents" {
+			sub.AddCommand(c.agentKeygenCmd())
+		}
 	}
 	return root
 }

@@ -162,6 +162,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if a.Console != nil {
 		consoleHandler = a.Console
 	}
+	oidc, err := a.cibaHandler(ctx)
+	if err != nil {
+		return nil, err
+	}
 	a.Handler = server.New(server.Options{
 		AllowedHosts: cfg.AllowedHosts,
 		MCP:          a.Relay.Handler(),
@@ -169,7 +173,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		SCIM:         a.scimHandler(),
 		Console:      consoleHandler,
 		API:          a.apiHandler(),
-		OIDC:         a.cibaHandler(),
+		OIDC:         oidc,
 		Metrics:      a.Metrics.Handler(),
 		Ready:        a.Store.Ping,
 		Logger:       opts.Logger,

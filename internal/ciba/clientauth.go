@@ -163,6 +163,11 @@ func (p *Provider) assertion(ctx context.Context, form url.Values) (client, *Err
 	if err := decodeSegment(parts[0], &hdr); err != nil {
 		return client{}, badClient(false, "client_assertion header does not decode")
 	}
+	if hdr.Alg == "Ed25519" {
+		// RFC 9864's fully specified name for EdDSA with Ed25519, which
+		// openid-client 6 writes.
+		hdr.Alg = "EdDSA"
+	}
 	if !slices.Contains(assertionAlgs, hdr.Alg) {
 		return client{}, badClient(false, "client_assertion alg must be one of %s", strings.Join(assertionAlgs, ", "))
 	}
@@ -296,7 +301,7 @@ func verifyWithSet(jwks []byte, alg, kid string, tok []byte) error {
 				continue
 			}
 		}
-		if a, ok := k.Algorithm(); ok && a.String() != alg {
+		if a, ok := k.Algorithm(); ok && a.String() != alg && !(alg == "EdDSA" && a.String() == "Ed25519") {
 			continue
 		}
 		if u, ok := k.KeyUsage(); ok && u != "sig" {

@@ -36,6 +36,7 @@ type Config struct {
 	SCIM          SCIM          `yaml:"scim"`
 	Admin         Admin         `yaml:"admin"`
 	Notifications Notifications `yaml:"notifications"`
+	CIBA          CIBA          `yaml:"ciba"`
 	Log           Log           `yaml:"log"`
 
 	// src remembers where the values came from (file name, line of every
@@ -234,6 +235,40 @@ type SMTP struct {
 	// for a relay on localhost).
 	TLS string `yaml:"tls"`
 }
+
+// CIBA configures interlock as a CIBA OpenID Provider (docs/ciba.md).
+type CIBA struct {
+	// Clients registers agents as CIBA clients: their delivery mode (ping
+	// needs a notification endpoint) and their public keys for
+	// private_key_jwt. An agent without an entry is a poll client that
+	// authenticates with one of its agent tokens.
+	Clients []CIBAClient `yaml:"clients"`
+}
+
+// CIBAClient is one agent's CIBA client registration.
+type CIBAClient struct {
+	// Agent is the agent id, which is the client_id. Unique.
+	Agent string `yaml:"agent"`
+	// Delivery is the token delivery mode: poll (default) or ping.
+	Delivery string `yaml:"delivery"`
+	// NotificationEndpoint is where interlock pings the client (ping
+	// only, required then): https, or http only to localhost or a
+	// loopback address.
+	NotificationEndpoint string `yaml:"notification_endpoint"`
+	// JWKSFile is a file holding the agent's public keys (a JWK Set) for
+	// private_key_jwt, relative to the config file. It is read when
+	// interlock starts. Not together with JWKS.
+	JWKSFile string `yaml:"jwks_file"`
+	// JWKS is the agent's public JWK Set written inline (JSON). Not
+	// together with JWKSFile.
+	JWKS string `yaml:"jwks"`
+}
+
+// CIBA delivery modes.
+const (
+	CIBADeliveryPoll = "poll"
+	CIBADeliveryPing = "ping"
+)
 
 // Log configures log/slog output.
 type Log struct {

@@ -55,6 +55,13 @@ func (c Config) Redacted() Config {
 	if r.Notifications.WebPush.VAPIDPrivateKey != "" {
 		r.Notifications.WebPush.VAPIDPrivateKey = RedactedValue
 	}
+	// CIBA clients: the keys are public; a notification endpoint is
+	// redacted like any URL.
+	r.CIBA.Clients = nil
+	for _, cl := range c.CIBA.Clients {
+		cl.NotificationEndpoint = redactURL(cl.NotificationEndpoint)
+		r.CIBA.Clients = append(r.CIBA.Clients, cl)
+	}
 	return r
 }
 

@@ -133,6 +133,22 @@ notifications:
   #   vapid_private_key: ${INTERLOCK_VAPID_PRIVATE_KEY}
   #   subject: mailto:security@example.com   # or an https:// URL
 
+ciba:
+  # Agents registered as CIBA clients of interlock's OpenID Provider
+  # (docs/ciba.md). An agent without an entry is a poll client that
+  # authenticates with one of its agent tokens. Default: none.
+  clients: []
+  #  - agent: procurement-bot            # the agent id, which is the client_id
+  #    delivery: ping                    # poll | ping. Default: poll.
+  #    # Where interlock pings the agent when the result is ready (ping
+  #    # only): https, or http only to localhost / 127.0.0.1.
+  #    notification_endpoint: https://agent.example/ciba/notify
+  #    # The agent's public keys for private_key_jwt, relative to this file
+  #    # ("interlock agents keygen --agent procurement-bot" makes a key pair
+  #    # and prints the set). Or inline: jwks: '{"keys":[...]}'.
+  #    jwks_file: keys/procurement-bot.jwks.json
+  #    # jwks: ""
+
 scim:
   # Bearer token for SCIM 2.0 provisioning at /scim/v2 (docs/identity.md):
   # Entra ID or Okta deactivating a user stops their agents at once. Take it

@@ -123,6 +123,7 @@ func (c *Config) applyDefaults(configDir string) {
 	if c.Credentials.Algorithm == "" {
 		c.Credentials.Algorithm = DefaultCredentialAlgorithm
 	}
+	c.applyCIBADefaults(configDir)
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
@@ -374,6 +375,8 @@ func (c *Config) validate() []Problem {
 			k.add("notifications.web_push.subject", "%s must be a mailto: address or an https:// URL (push services contact you there)", k.show("notifications.web_push.subject", w.Subject))
 		}
 	}
+
+	c.validateCIBA(k)
 
 	switch c.Credentials.Algorithm {
 	case "EdDSA", "ES256":

@@ -6,15 +6,21 @@
 // notification endpoint first (ping mode).
 //
 // Usage: node ciba_client.mjs OPTIONS_JSON
-//   {issuer, client_id, secret, auth: "post"|"basic", details, login_hint?,
-//    binding_message?, requested_expiry?, ping_port?, notification_token?,
-//    force_slow_down?}
+//   {issuer, client_id, secret, auth: "post"|"basic"|"private_key_jwt",
+//    private_jwk?, details, login_hint?, binding_message?, requested_expiry?,
+//    ping_port?, notification_token?, force_slow_down?}
+// With auth "private_key_jwt" the client authenticates with
+// client.PrivateKeyJwt and private_jwk (a private JWK, e.g. the file
+// `interlock agents keygen` writes), imported with jose; the assertion's
+// alg is the JWK's alg (openid-client would name an Ed25519 key "Ed25519",
+// RFC 9864; interlock takes "EdDSA").
 // Prints JSON: {ok, ack?, ping?, access_token?, token_type?, expires_in?,
 //   authorization_details?, error?, status?, description?, polls: [...]}
 import http from 'node:http';
 import { load } from '../../../verify/testdata/peers.mjs';
 
 const client = await load('openid-client');
+const jose = await load('jose');
 const opts = JSON.parse(process.argv[2]);
 const out = { polls: [] };
 
@@ -59,8 +65,17 @@ if (opts.ping_port) {
 }
 
 try {
-  const auth = opts.auth === 'basic' ? client.ClientSecretBasic(opts.secret) : undefined;
-  const config = await client.discovery(new URL(opts.issuer), opts.client_id, opts.secret, auth, {
+  let auth = opts.auth === 'basic' ? client.ClientSecretBasic(opts.secret) : undefined;
+  let secret = opts.secret;
+  if (opts.auth === 'private_key_jwt') {
+    const jwk = opts.private_jwk;
+    const key = await jose.importJWK(jwk, jwk.alg);
+    auth = client.PrivateKeyJwt({ key, kid: jwk.kid }, {
+      [client.modifyAssertion]: (header) => { if (jwk.alg) header.alg = jwk.alg; },
+    });
+    secret = undefined;
+  }
+  const config = await client.discovery(new URL(opts.issuer), opts.client_id, secret, auth, {
     execute: [client.allowInsecureRequests],
   });
   config[client.customFetch] = recordingFetch;
