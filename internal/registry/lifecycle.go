@@ -16,7 +16,13 @@ import (
 
 // The lifecycle of owners and agents, and the ghost-agent kill switch.
 //
-// The store has no transaction spanning several records, so every cascade
+// Deactivating or deleting an owner, on a store that implements
+// store.OwnerCascade (SQLite and PostgreSQL), changes the store in one
+// transaction: the user, their agents, their agents' approvals and
+// credentials change together or not at all; closing sessions, notifying
+// security and the audit story follow it.
+//
+// Every other cascade, and the owner's on a store without OwnerCascade,
 // runs in a fixed order that fails closed: the record that makes the gate
 // refuse is written first (the user marked inactive, the agent suspended or
 // decommissioned), and everything after it (orphaning the owner's agents,
@@ -212,11 +218,13 @@ func (r *Registry) Store() store.Store { return r.store }
 var errUnchanged = errors.New("unchanged")
 
 // DeactivateUser is the kill switch: the user (email or id) becomes
-// inactive first, so that the gate refuses their agents at once; then every
-// agent they own that is active or suspended becomes orphaned, the pending
-// approvals of their agents are cancelled, every live credential issued to
-// them is revoked and their open sessions are closed, and security is
-// notified. Deactivating an inactive user runs the rest of the cascade
+// inactive, every agent they own that is active or suspended becomes
+// orphaned, the pending approvals of their agents are cancelled and every
+// live credential issued to them is revoked, in one store transaction when
+// the store implements store.OwnerCascade (otherwise step by step, the
+// user first, so that the gate refuses their agents at once); then their
+// open sessions are closed, security is notified and the audit story is
+// written. Deactivating an inactive user runs the rest of the cascade
 // again (completing one that failed half-way) without a second
 // user_deactivated event.
 func (l *Lifecycle) DeactivateUser(ctx context.Context, ref, by, reason string) (store.User, Report, error) {
@@ -242,6 +250,9 @@ func (l *Lifecycle) deactivate(ctx context.Context, ref, by, reason string, del 
 		return store.User{}, Report{}, err
 	}
 	rep := Report{Story: story}
+	if oc, ok := r.store.(store.OwnerCascade); ok {
+		return l.deactivateTx(ctx, oc, u, ref, by, reason, del, now, rep)
+	}
 	wasActive, wasDeleted := false, false
 	id := u.ID
 	u, err = r.UpdateUser(ctx, id, func(x store.User) (store.User, error) {
@@ -284,13 +295,7 @@ func (l *Lifecycle) deactivate(ctx context.Context, ref, by, reason string, del 
 			errs = append(errs, err)
 		}
 	}
-	why := fmt.Sprintf("owner %s was deactivated", u.Email)
-	if del {
-		why = fmt.Sprintf("owner %s was deleted", u.Email)
-	}
-	if reason != "" {
-		why += ": " + reason
-	}
+	why := ownerWhy(u.Email, reason, del)
 	var evs []audit.Event
 	var stop []string
 	for _, a := range agents {
@@ -323,6 +328,133 @@ func (l *Lifecycle) deactivate(ctx context.Context, ref, by, reason string, del 
 		}})
 	}
 	errs = append(errs, l.stopAgents(ctx, stop, why, story, now, &rep, &evs))
+	if _, err := l.o.Audit.AppendBatch(ctx, evs); err != nil {
+		errs = append(errs, err)
+	}
+	if l.o.Notifier != nil {
+		l.o.Notifier.Notify(context.WithoutCancel(ctx), Notice{Kind: kind, At: now, By: by, Reason: reason, User: &u, Report: rep})
+	}
+	return u, rep, errors.Join(errs...)
+}
+
+// ownerWhy is the reason recorded on an owner's agents, approvals and
+// credentials when the owner is deactivated or deleted.
+func ownerWhy(email, reason string, del bool) string {
+	why := fmt.Sprintf("owner %s was deactivated", email)
+	if del {
+		why = fmt.Sprintf("owner %s was deleted", email)
+	}
+	if reason != "" {
+		why += ": " + reason
+	}
+	return why
+}
+
+// deactivateTx is deactivate on a store with store.OwnerCascade: the store
+// changes in one transaction, then the sessions are closed, security is
+// notified and the audit story (the same events as the step-by-step
+// cascade's, in the same order) is appended in one batch.
+func (l *Lifecycle) deactivateTx(ctx context.Context, oc store.OwnerCascade, u store.User, ref, by, reason string, del bool, now time.Time, rep Report) (store.User, Report, error) {
+	r, story := l.r, rep.Story
+	why := ownerWhy(u.Email, reason, del)
+	res, err := oc.DeactivateOwner(ctx, u.ID, del, now, by, why)
+	r.invalidate()
+	if err != nil {
+		return store.User{}, rep, fmt.Errorf("registry: deactivate user %s: %w", ref, err)
+	}
+	u = res.User
+	kind := "user_deactivated"
+	if del {
+		kind = "user_deleted"
+	}
+	var errs []error
+	agents, err := l.ownedAgents(ctx, u.ID)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	owned := make([]string, 0, len(agents))
+	var stop []string
+	for _, a := range agents {
+		owned = append(owned, a.ID)
+		if a.State != store.AgentDecommissioned {
+			stop = append(stop, a.ID)
+		}
+	}
+	// Agents the cascade changed that the listing missed (reassigned
+	// meanwhile) are stopped and reported too.
+	seen := make(map[string]bool, len(stop))
+	for _, id := range stop {
+		seen[id] = true
+	}
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			stop = append(stop, id)
+		}
+	}
+	for _, a := range res.Agents {
+		add(a.ID)
+	}
+	for _, a := range res.Approvals {
+		add(a.AgentID)
+	}
+	for _, c := range res.Credentials {
+		add(c.AgentID)
+	}
+	var evs []audit.Event
+	if res.UserChanged {
+		// The user's record comes first in the story: it is what made the
+		// gate refuse.
+		evs = append(evs, audit.Event{Type: kind, CallID: story, Time: now, Data: map[string]any{
+			"user_id": u.ID, "email": u.Email, "external_id": u.ExternalID, "source": u.Source,
+			"by": by, "reason": reason, "agents": owned,
+		}})
+	}
+	// What approval.Service.Cancel records for each approval.
+	for _, a := range res.Approvals {
+		evs = append(evs, audit.Event{Type: "approval_cancelled", CallID: a.DecisionID, AgentID: a.AgentID, Time: now, Data: map[string]any{
+			"state": a.State, "reason": a.Reason, "decided_at": a.DecidedAt,
+			"approval_id": a.ID, "decision_id": a.DecisionID, "tool": a.Upstream + "." + a.Tool,
+		}})
+	}
+	for _, a := range res.Agents {
+		rep.Agents = append(rep.Agents, a.ID)
+		evs = append(evs, audit.Event{Type: "agent_orphaned", CallID: story, AgentID: a.ID, Time: now, Data: map[string]any{
+			"owner_id": u.ID, "owner": u.Email, "from": res.AgentsFrom[a.ID], "to": store.AgentOrphaned, "by": by, "reason": why,
+		}})
+	}
+	byAgent := map[string][]string{}
+	for _, a := range res.Approvals {
+		byAgent[a.AgentID] = append(byAgent[a.AgentID], a.ID)
+		rep.ApprovalsCancelled = append(rep.ApprovalsCancelled, a.ID)
+	}
+	for _, id := range stop {
+		if got := byAgent[id]; len(got) > 0 {
+			evs = append(evs, audit.Event{Type: "approvals_cancelled", CallID: story, AgentID: id, Time: now, Data: map[string]any{
+				"count": len(got), "ids": got, "reason": why,
+			}})
+		}
+	}
+	byAgent = map[string][]string{}
+	for _, c := range res.Credentials {
+		byAgent[c.AgentID] = append(byAgent[c.AgentID], c.ID)
+		rep.CredentialsRevoked = append(rep.CredentialsRevoked, c.ID)
+	}
+	for _, id := range stop {
+		if got := byAgent[id]; len(got) > 0 {
+			evs = append(evs, audit.Event{Type: "credentials_revoked", CallID: story, AgentID: id, Time: now, Data: map[string]any{
+				"count": len(got), "ids": got, "reason": why,
+			}})
+		}
+	}
+	// The status lists are built from the store at each request (the
+	// issuer's cache is keyed by the revoked indexes), so the revocations
+	// show at once without the issuer.
+	if l.o.Sessions != nil && len(stop) > 0 {
+		s, q := l.o.Sessions.CloseAgents(stop, why)
+		rep.SessionsClosed += s
+		rep.RequestsClosed += q
+	}
 	if _, err := l.o.Audit.AppendBatch(ctx, evs); err != nil {
 		errs = append(errs, err)
 	}

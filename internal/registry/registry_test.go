@@ -50,6 +50,12 @@ type counting struct {
 	genGate                       atomic.Pointer[chan struct{}]
 }
 
+// DeactivateOwner passes the one-transaction owner cascade through, so that
+// the lifecycle tests run the path the gateway runs.
+func (c *counting) DeactivateOwner(ctx context.Context, userID string, deleted bool, at time.Time, by, reason string) (store.OwnerCascadeResult, error) {
+	return c.Store.(store.OwnerCascade).DeactivateOwner(ctx, userID, deleted, at, by, reason)
+}
+
 func (c *counting) Generation(ctx context.Context) (int64, error) {
 	c.generations.Add(1)
 	if g := c.genGate.Load(); g != nil {

@@ -83,6 +83,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ExpireApprovals", testExpireApprovals},
 		{"ConcurrentExpireApprovals", testConcurrentExpire},
 		{"CancelAgentApprovals", testCancelAgentApprovals},
+		{"OwnerCascade", testOwnerCascade},
 		{"Passkeys", testPasskeys},
 		{"PushSubscriptions", testPushSubscriptions},
 		{"Enrollments", testEnrollments},
