@@ -3,11 +3,13 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/internal/approval"
@@ -49,6 +51,7 @@ func NewConsole(ctx context.Context, cfg *config.Config, st store.Store, apr *ap
 		RPOrigins:  []string{u.Scheme + "://" + u.Host},
 		URL:        cfg.PublicURL + "/console",
 		SessionKey: key,
+		Notices:    securityNotices(st),
 		// Web Push: browsers subscribe with the public half of the VAPID key.
 		VAPIDPublicKey: vapidPublicKey(cfg.Notifications.WebPush),
 		Now:            now,
@@ -67,4 +70,65 @@ func (a *App) Enroll(ctx context.Context, userID, by string, ttl time.Duration) 
 		return "", ErrConsoleOff
 	}
 	return a.Console.CreateEnrollment(ctx, userID, by, ttl)
+}
+
+// noticeTypes are the audit events shown as security notices.
+var noticeTypes = []string{"user_deactivated", "user_deleted", "agent_orphaned", "agent_suspended", "agent_decommissioned", "emergency_stop"}
+
+// securityNotices reads the most recent kill-switch events from the audit
+// log (looking at the last few thousand events only, so a page view stays
+// cheap however long the log is).
+func securityNotices(st store.Store) func(ctx context.Context) ([]console.Notice, error) {
+	const lookBack, most = 5000, 20
+	return func(ctx context.Context) ([]console.Notice, error) {
+		head, err := st.AuditHead(ctx)
+		if err != nil {
+			return nil, err
+		}
+		evs, err := st.ListAudit(ctx, store.AuditFilter{AfterSeq: max(head.Seq-lookBack, 0), Types: noticeTypes})
+		if err != nil {
+			return nil, err
+		}
+		var out []console.Notice
+		for i := len(evs) - 1; i >= 0 && len(out) < most; i-- {
+			out = append(out, console.Notice{Time: evs[i].Time, Text: noticeText(evs[i])})
+		}
+		return out, nil
+	}
+}
+
+// noticeText says an event in a line.
+func noticeText(ev store.AuditEvent) string {
+	var d struct {
+		Email, Owner, By, Reason string
+		User                     string `json:"user"`
+		Agents                   []string
+	}
+	json.Unmarshal(ev.Data, &d)
+	who := d.By
+	if who == "" {
+		who = "someone"
+	}
+	var s string
+	switch ev.Type {
+	case "user_deactivated", "user_deleted":
+		name := d.Email
+		if name == "" {
+			name = d.User
+		}
+		s = fmt.Sprintf("%s was %s by %s", name, strings.TrimPrefix(ev.Type, "user_"), who)
+	case "agent_orphaned":
+		s = fmt.Sprintf("agent %s orphaned", ev.AgentID)
+		if d.Reason == "" {
+			s += fmt.Sprintf(": its owner %s is no longer active", d.Owner)
+		}
+	case "emergency_stop":
+		s = fmt.Sprintf("emergency stop by %s: %d agent(s) suspended", who, len(d.Agents))
+	default:
+		s = fmt.Sprintf("agent %s %s by %s", ev.AgentID, strings.TrimPrefix(ev.Type, "agent_"), who)
+	}
+	if d.Reason != "" {
+		s += " (" + d.Reason + ")"
+	}
+	return s
 }

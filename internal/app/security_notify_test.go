@@ -100,6 +100,12 @@ notifications:
 	if err != nil || len(rep.Agents) != 1 {
 		t.Fatalf("deactivate = %+v, %v", rep, err)
 	}
+	// The console's security notices (newest first) say the same.
+	notices, err := securityNotices(a.Store)(ctx)
+	if err != nil || len(notices) < 2 || notices[0].Text != "agent ghost-bot orphaned (owner owner@example.com was deactivated: left the company)" ||
+		notices[1].Text != "owner@example.com was deactivated by scim (left the company)" {
+		t.Errorf("security notices = %+v, %v", notices, err)
+	}
 
 	to := map[string]map[string]any{}
 	deadline := time.After(15 * time.Second)

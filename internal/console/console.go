@@ -152,8 +152,12 @@ type Options struct {
 	// subscribe with. Empty: Web Push is off, the list page shows no
 	// "Enable notifications" button and /api/push answers 404.
 	VAPIDPublicKey string
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// Notices, when set, gives the recent security notices (the kill
+	// switch: owners deactivated, agents orphaned or stopped) that the
+	// list page shows to users with the security or admin role.
+	Notices func(ctx context.Context) ([]Notice, error)
+	Now     func() time.Time
+	Logger  *slog.Logger
 }
 
 // Console is the web console, an http.Handler. It is safe for concurrent use.
@@ -286,6 +290,12 @@ func (c *Console) routes() {
 	c.mux.Handle(b+"/", c.page(func(w http.ResponseWriter, r *http.Request, s *session) error {
 		return errorf(http.StatusNotFound, "There is no such page.", nil)
 	}))
+}
+
+// Notice is one security notice shown to security and admin users.
+type Notice struct {
+	Time time.Time
+	Text string
 }
 
 // ---- errors ----

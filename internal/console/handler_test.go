@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -179,5 +180,39 @@ func TestCreateEnrollment(t *testing.T) {
 	c.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, link, nil))
 	if rec.Code != http.StatusGone {
 		t.Errorf("expired link page = %d", rec.Code)
+	}
+}
+
+// Security and admin users see the recent security notices on the list
+// page; other users do not.
+func TestSecurityNoticesOnTheList(t *testing.T) {
+	c, st := newHeadless(t, "http://localhost:8080")
+	ctx := t.Context()
+	now := time.Now()
+	if err := st.CreateUser(ctx, store.User{ID: "u-sec", Email: "sec@example.com", Roles: []string{"security"}, Active: true, Source: "local", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	c.o.Notices = func(context.Context) ([]Notice, error) {
+		return []Notice{{Time: now, Text: "agent ghost-bot orphaned (owner left)"}}, nil
+	}
+	page := func(user string) string {
+		rec := httptest.NewRecorder()
+		c.signIn(rec, user)
+		req := httptest.NewRequest(http.MethodGet, "http://localhost:8080/console/", nil)
+		for _, ck := range rec.Result().Cookies() {
+			req.AddCookie(ck)
+		}
+		rec = httptest.NewRecorder()
+		c.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("list page for %s = %d", user, rec.Code)
+		}
+		return rec.Body.String()
+	}
+	if got := page("u-sec"); !strings.Contains(got, "Security notices") || !strings.Contains(got, "agent ghost-bot orphaned (owner left)") {
+		t.Errorf("a security user's list page lacks the notices:\n%s", got)
+	}
+	if got := page("u-alice"); strings.Contains(got, "Security notices") {
+		t.Error("a user without the role sees the security notices")
 	}
 }

@@ -176,7 +176,16 @@ func (c *Console) listPage(w http.ResponseWriter, r *http.Request, s *session) e
 	if err != nil {
 		return err
 	}
-	c.renderUser(w, http.StatusOK, "list.html", s, &u, map[string]any{"Items": items, "PushKey": c.o.VAPIDPublicKey})
+	data := map[string]any{"Items": items, "PushKey": c.o.VAPIDPublicKey}
+	if c.o.Notices != nil && (slices.Contains(u.Roles, "security") || slices.Contains(u.Roles, "admin")) {
+		notices, err := c.o.Notices(r.Context())
+		if err != nil {
+			c.log.Warn("console: reading security notices", "err", err)
+		}
+		data["Notices"] = notices
+		data["ShowNotices"] = true
+	}
+	c.renderUser(w, http.StatusOK, "list.html", s, &u, data)
 	return nil
 }
 
