@@ -405,7 +405,68 @@ func (c *cli) tokensCmd() *cobra.Command {
 	revoke.Flags().StringVar(&revokeAgent, "agent", "", "the agent the token belongs to (required with --server)")
 	c.addConfigFlag(revoke)
 	c.addServerFlags(revoke)
-	cmd.AddCommand(create, list, revoke)
+
+	var rotateAgent string
+	var rotateTTL time.Duration
+	var rotateJSON bool
+	rotate := &cobra.Command{
+		Use:   "rotate TOKEN-ID --agent ID [--ttl D]",
+		Short: "Replace a token: a new one is issued (shown once) and the old one revoked",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.withRegistryOr(ctx, rc, func(reg *registry.Registry, st store.Store) error {
+				var toks []store.AgentToken
+				if rc != nil {
+					toks, err = rc.listTokens(ctx, rotateAgent)
+				} else {
+					toks, err = reg.ListTokens(ctx, rotateAgent)
+				}
+				if err != nil {
+					return err
+				}
+				i := slices.IndexFunc(toks, func(t store.AgentToken) bool { return t.ID == args[0] })
+				switch {
+				case i < 0:
+					return fmt.Errorf("agent %s has no token %q (see: interlock agents tokens list %s)", rotateAgent, args[0], rotateAgent)
+				case !toks[i].RevokedAt.IsZero():
+					return fmt.Errorf("token %s is already revoked: create a new one with interlock agents tokens create %s", args[0], rotateAgent)
+				}
+				// The new token first: the agent is never left without one.
+				var t store.AgentToken
+				var token string
+				if rc != nil {
+					if t, token, err = rc.createToken(ctx, rotateAgent, rotateTTL); err == nil {
+						err = rc.revokeToken(ctx, rotateAgent, args[0])
+					}
+				} else if t, token, err = reg.CreateToken(ctx, rotateAgent, rotateTTL); err == nil {
+					if err = reg.RevokeToken(ctx, args[0]); err == nil {
+						err = c.appendAudit(ctx, nil, st, audit.Event{Type: "agent_token_rotated", AgentID: rotateAgent, Data: map[string]any{
+							"old_token_id": args[0], "token_id": t.ID, "expires_at": t.ExpiresAt, "by": operator()}})
+					}
+				}
+				if err != nil {
+					return err
+				}
+				if rotateJSON {
+					return json.NewEncoder(c.stdout).Encode(map[string]string{"id": t.ID, "agent": rotateAgent, "token": token, "revoked": args[0]})
+				}
+				fmt.Fprintf(c.stdout, "token %s revoked; the new token of %s (shown once): %s\n", args[0], rotateAgent, token)
+				return nil
+			})
+		},
+	}
+	rotate.Flags().StringVar(&rotateAgent, "agent", "", "the agent the token belongs to (required)")
+	rotate.Flags().DurationVar(&rotateTTL, "ttl", 0, "the new token expires after this long (default: never)")
+	rotate.Flags().BoolVar(&rotateJSON, "json", false, "print JSON")
+	rotate.MarkFlagRequired("agent")
+	c.addConfigFlag(rotate)
+	c.addServerFlags(rotate)
+	cmd.AddCommand(create, list, revoke, rotate)
 	return cmd
 }
 
