@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -60,7 +59,7 @@ func (x *approvalScan) dest() []any {
 
 func (x *approvalScan) approval() (store.Approval, error) {
 	a := x.a
-	approvers, err := decodeList(x.approvers)
+	approvers, err := store.DecodeList(x.approvers)
 	if err != nil {
 		return store.Approval{}, fmt.Errorf("approval %q approvers: %w", a.ID, err)
 	}
@@ -158,66 +157,15 @@ func getApproval(ctx context.Context, q rowsQuerier, id string) (store.Approval,
 	return as[0], nil
 }
 
-// notPending is ErrNotPending for a, naming its state.
-func notPending(a store.Approval, at time.Time) error {
-	if a.State == store.ApprovalPending {
-		return fmt.Errorf("%w: it expired at %s (vote at %s)", store.ErrNotPending,
-			a.ExpiresAt.Format(time.RFC3339Nano), at.UTC().Format(time.RFC3339Nano))
-	}
-	return fmt.Errorf("%w: it is %s", store.ErrNotPending, a.State)
-}
-
 // Lists (approvers, transports) are a JSON array of strings, "[]" when
 // empty, and come back in the order given (nil when empty).
 
-func encodeList(xs []string) (string, error) {
-	if len(xs) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(xs)
-	if err != nil {
-		return "", fmt.Errorf("encode list: %w", err)
-	}
-	return string(b), nil
-}
-
-func decodeList(s string) ([]string, error) {
-	if s == "[]" || s == "" {
-		return nil, nil
-	}
-	var xs []string
-	if err := json.Unmarshal([]byte(s), &xs); err != nil {
-		return nil, fmt.Errorf("decode list: %w", err)
-	}
-	return xs, nil
-}
-
-func validApproval(a store.Approval) error {
-	switch {
-	case a.ID == "":
-		return invalid("approval id is empty")
-	case a.AgentID == "":
-		return invalid("approval %q: agent id is empty", a.ID)
-	case a.Quorum < 1:
-		return invalid("approval %q: quorum %d, want at least 1", a.ID, a.Quorum)
-	case a.State != store.ApprovalPending:
-		return invalid("approval %q: state %q, want %q", a.ID, a.State, store.ApprovalPending)
-	case a.ExpiresAt.IsZero():
-		return invalid("approval %q: no expiry", a.ID)
-	case !a.DecidedAt.IsZero():
-		return invalid("approval %q: a new approval has no decision time", a.ID)
-	case len(a.Votes) > 0:
-		return invalid("approval %q: a new approval has no votes", a.ID)
-	}
-	return nil
-}
-
 // CreateApproval implements store.Store.
 func (s *Store) CreateApproval(ctx context.Context, a store.Approval) error {
-	if err := validApproval(a); err != nil {
+	if err := store.CheckNewApproval(a); err != nil {
 		return fmt.Errorf("postgres: create approval: %w", err)
 	}
-	approvers, err := encodeList(a.Approvers)
+	approvers, err := store.EncodeList(a.Approvers)
 	if err != nil {
 		return fmt.Errorf("postgres: create approval %q: %w", a.ID, err)
 	}
@@ -311,7 +259,7 @@ func (s *Store) VoteApproval(ctx context.Context, id string, v store.ApprovalVot
 				return err
 			}
 			out = a
-			return notPending(a, v.At)
+			return store.NotPending(a, v.At)
 		}
 		var one int32
 		err = tx.QueryRow(ctx, `SELECT 1 FROM approval_votes WHERE approval_id = $1 AND user_id = $2`,
@@ -476,7 +424,7 @@ func scanPasskey(row pgx.Row) (store.Passkey, error) {
 		&created, &lastUse); err != nil {
 		return store.Passkey{}, err
 	}
-	ts, err := decodeList(transports)
+	ts, err := store.DecodeList(transports)
 	if err != nil {
 		return store.Passkey{}, fmt.Errorf("passkey transports: %w", err)
 	}
@@ -496,7 +444,7 @@ func (s *Store) CreatePasskey(ctx context.Context, p store.Passkey) error {
 	case len(p.PublicKey) == 0:
 		return fmt.Errorf("postgres: create passkey of %q: %w", p.UserID, invalid("public key is empty"))
 	}
-	transports, err := encodeList(p.Transports)
+	transports, err := store.EncodeList(p.Transports)
 	if err != nil {
 		return fmt.Errorf("postgres: create passkey of %q: %w", p.UserID, err)
 	}
@@ -629,18 +577,10 @@ func (s *Store) UseEnrollment(ctx context.Context, tokenHash []byte, at time.Tim
 		if err != nil {
 			return store.Enrollment{}, fmt.Errorf("postgres: use enrollment: %w", notFound(err, "enrollment"))
 		}
-		return store.Enrollment{}, fmt.Errorf("postgres: use enrollment: %w", enrollmentSpent(old))
+		return store.Enrollment{}, fmt.Errorf("postgres: use enrollment: %w", store.EnrollmentSpent(old))
 	}
 	if err != nil {
 		return store.Enrollment{}, fmt.Errorf("postgres: use enrollment: %w", mapErr(err))
 	}
 	return e, nil
-}
-
-// enrollmentSpent is ErrEnrollmentUsed for e, saying why.
-func enrollmentSpent(e store.Enrollment) error {
-	if !e.UsedAt.IsZero() {
-		return fmt.Errorf("%w: used at %s", store.ErrEnrollmentUsed, e.UsedAt.Format(time.RFC3339Nano))
-	}
-	return fmt.Errorf("%w: expired at %s", store.ErrEnrollmentUsed, e.ExpiresAt.Format(time.RFC3339Nano))
 }

@@ -3,11 +3,8 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +17,7 @@ import (
 )
 
 // hashSize is the length of AuditEvent.Hash and PrevHash: a SHA-256 digest.
-const hashSize = 32
+const hashSize = store.AuditHashSize
 
 // zeroHash is the PrevHash of event 1 and the Hash of an empty chain's head.
 var zeroHash = make([]byte, hashSize)
@@ -56,25 +53,6 @@ func readHead(row pgx.Row) (store.AuditHead, error) {
 	return h, nil
 }
 
-// continues checks that evs continue the chain at head.
-func continues(head store.AuditHead, evs []store.AuditEvent) error {
-	prev := head.Hash
-	for i, e := range evs {
-		switch want := head.Seq + int64(i) + 1; {
-		case e.Seq != want:
-			return invalid("audit event %d of %d has seq %d, want %d", i+1, len(evs), e.Seq, want)
-		case len(e.Hash) != hashSize:
-			return invalid("audit event %d: hash is %d bytes, want %d", e.Seq, len(e.Hash), hashSize)
-		case !bytes.Equal(e.PrevHash, prev):
-			return invalid("audit event %d: prev_hash %x does not continue the chain (%x)", e.Seq, e.PrevHash, prev)
-		case e.Type == "":
-			return invalid("audit event %d: type is empty", e.Seq)
-		}
-		prev = e.Hash
-	}
-	return nil
-}
-
 func nonNil(b []byte) []byte {
 	if b == nil {
 		return []byte{}
@@ -103,40 +81,6 @@ func queueInsert(b *pgx.Batch, evs []store.AuditEvent) {
 	b.Queue(insAuditNSQL, seq, at, typ, callID, agentID, data, prev, hash)
 }
 
-// auditCredentials returns the credential records evs carry, each checked
-// as CreateCredential checks it (a StatusIndex of -1 with an IndexRange of
-// at least 1 stands for a random free index).
-func auditCredentials(evs []store.AuditEvent) ([]*store.Credential, error) {
-	var creds []*store.Credential
-	for _, e := range evs {
-		c := e.Credential
-		if c == nil {
-			continue
-		}
-		v := *c
-		if v.StatusIndex == -1 {
-			if v.IndexRange < 1 || v.IndexRange > math.MaxInt32 {
-				return nil, invalid("credential %q: index range %d", v.ID, v.IndexRange)
-			}
-			v.StatusIndex = 0
-		}
-		if err := validCred(v); err != nil {
-			return nil, fmt.Errorf("audit event %d: %w", e.Seq, err)
-		}
-		creds = append(creds, c)
-	}
-	return creds, nil
-}
-
-// randomIndex returns a uniformly random index in [0, n), from crypto/rand.
-func randomIndex(n int) (int, error) {
-	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
-	if err != nil {
-		return 0, fmt.Errorf("random status index: %w", err)
-	}
-	return int(v.Int64()), nil
-}
-
 // queueCredentials queues the INSERT of each credential creds[i] with
 // picked[i] < 0 (the others are in): at its fixed index, or at a new random
 // one (an insert that may do nothing if that index is taken). It returns
@@ -152,7 +96,7 @@ func queueCredentials(b *pgx.Batch, creds []*store.Credential, picked []int) (in
 			b.Queue(insCredSQL, credArgs(*c, c.StatusIndex)...)
 			continue
 		}
-		idx, err := randomIndex(c.IndexRange)
+		idx, err := store.RandomIndex(c.IndexRange)
 		if err != nil {
 			return 0, err
 		}
@@ -275,13 +219,13 @@ func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead
 	if err != nil {
 		return err, nil
 	}
-	if err := continues(head, evs); err != nil {
+	if err := store.CheckChain(head, evs); err != nil {
 		return nil, err
 	}
 	if len(evs) == 0 {
 		return nil, nil // rolled back: nothing to write
 	}
-	creds, err := auditCredentials(evs)
+	creds, err := store.AuditCredentials(evs)
 	if err != nil {
 		return nil, err
 	}
@@ -465,20 +409,6 @@ func (s *Store) ListCheckpoints(ctx context.Context) ([]store.Checkpoint, error)
 
 // ---- budgets ----
 
-func validBudget(e store.BudgetEntry, limit float64) error {
-	switch {
-	case e.Key == "":
-		return invalid("budget key is empty")
-	case e.Time.IsZero():
-		return invalid("budget entry for %q has no time", e.Key)
-	case math.IsNaN(e.Amount) || math.IsInf(e.Amount, 0):
-		return invalid("budget entry for %q: amount %v", e.Key, e.Amount)
-	case math.IsNaN(limit):
-		return invalid("budget limit for %q is NaN", e.Key)
-	}
-	return nil
-}
-
 const (
 	budgetSumSQL = `SELECT COALESCE(SUM(amount), 0) FROM budget_entries WHERE key = $1 AND at > $2`
 	budgetAddSQL = `INSERT INTO budget_entries (key, at, amount, call_id) VALUES ($1, $2, $3, $4)`
@@ -491,7 +421,7 @@ const (
 // overrun the limit. The limit is compared in Go, as the SQLite backend
 // does, so that the same float arithmetic decides.
 func (s *Store) ChargeBudget(ctx context.Context, e store.BudgetEntry, since time.Time, limit float64) (float64, bool, error) {
-	if err := validBudget(e, limit); err != nil {
+	if err := store.CheckBudget(e, limit); err != nil {
 		return 0, false, fmt.Errorf("postgres: charge budget: %w", err)
 	}
 	var (

@@ -3,12 +3,9 @@ package sqlite
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"strings"
 	"time"
 
@@ -16,7 +13,7 @@ import (
 )
 
 // hashSize is the length of AuditEvent.Hash and PrevHash: a SHA-256 digest.
-const hashSize = 32
+const hashSize = store.AuditHashSize
 
 // zeroHash is the PrevHash of event 1 and the Hash of an empty chain's head.
 var zeroHash = make([]byte, hashSize)
@@ -90,25 +87,6 @@ func readHead(ctx context.Context, stmt *sql.Stmt) (store.AuditHead, error) {
 	return h, nil
 }
 
-// continues checks that evs continue the chain at head.
-func continues(head store.AuditHead, evs []store.AuditEvent) error {
-	prev := head.Hash
-	for i, e := range evs {
-		switch want := head.Seq + int64(i) + 1; {
-		case e.Seq != want:
-			return invalid("audit event %d of %d has seq %d, want %d", i+1, len(evs), e.Seq, want)
-		case len(e.Hash) != hashSize:
-			return invalid("audit event %d: hash is %d bytes, want %d", e.Seq, len(e.Hash), hashSize)
-		case !bytes.Equal(e.PrevHash, prev):
-			return invalid("audit event %d: prev_hash %x does not continue the chain (%x)", e.Seq, e.PrevHash, prev)
-		case e.Type == "":
-			return invalid("audit event %d: type is empty", e.Seq)
-		}
-		prev = e.Hash
-	}
-	return nil
-}
-
 func auditArgs(args []any, e store.AuditEvent) []any {
 	data := e.Data
 	if data == nil {
@@ -134,10 +112,10 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 			buildErr = err
 			return err
 		}
-		if err := continues(head, evs); err != nil {
+		if err := store.CheckChain(head, evs); err != nil {
 			return err
 		}
-		if creds, err = auditCredentials(evs); err != nil {
+		if creds, err = store.AuditCredentials(evs); err != nil {
 			return err
 		}
 		args := make([]any, 0, 8*insertAuditBatch)
@@ -184,31 +162,6 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 	return nil
 }
 
-// auditCredentials returns the credential records evs carry, each checked
-// as CreateCredential checks it (a StatusIndex of -1 with an IndexRange of
-// at least 1 stands for a random free index).
-func auditCredentials(evs []store.AuditEvent) ([]*store.Credential, error) {
-	var creds []*store.Credential
-	for _, e := range evs {
-		c := e.Credential
-		if c == nil {
-			continue
-		}
-		v := *c
-		if v.StatusIndex == -1 {
-			if v.IndexRange < 1 || v.IndexRange > math.MaxInt32 {
-				return nil, invalid("credential %q: index range %d", v.ID, v.IndexRange)
-			}
-			v.StatusIndex = 0
-		}
-		if err := validCred(v); err != nil {
-			return nil, fmt.Errorf("audit event %d: %w", e.Seq, err)
-		}
-		creds = append(creds, c)
-	}
-	return creds, nil
-}
-
 // insertCredentials inserts creds in tx and returns the index each one got
 // (picked at random for those with StatusIndex -1, which are not changed).
 func (s *Store) insertCredentials(ctx context.Context, tx *sql.Tx, creds []*store.Credential) ([]int, error) {
@@ -230,7 +183,7 @@ func (s *Store) insertCredentials(ctx context.Context, tx *sql.Tx, creds []*stor
 		}
 		done := false
 		for range store.MaxIndexTries {
-			idx, err := randomIndex(c.IndexRange)
+			idx, err := store.RandomIndex(c.IndexRange)
 			if err != nil {
 				return nil, err
 			}
@@ -253,15 +206,6 @@ func (s *Store) insertCredentials(ctx context.Context, tx *sql.Tx, creds []*stor
 		}
 	}
 	return picked, nil
-}
-
-// randomIndex returns a uniformly random index in [0, n), from crypto/rand.
-func randomIndex(n int) (int, error) {
-	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
-	if err != nil {
-		return 0, fmt.Errorf("random status index: %w", err)
-	}
-	return int(v.Int64()), nil
 }
 
 // AuditHead implements store.Store.
@@ -392,23 +336,9 @@ func (s *Store) ListCheckpoints(ctx context.Context) ([]store.Checkpoint, error)
 
 // ---- budgets ----
 
-func validBudget(e store.BudgetEntry, limit float64) error {
-	switch {
-	case e.Key == "":
-		return invalid("budget key is empty")
-	case e.Time.IsZero():
-		return invalid("budget entry for %q has no time", e.Key)
-	case math.IsNaN(e.Amount) || math.IsInf(e.Amount, 0):
-		return invalid("budget entry for %q: amount %v", e.Key, e.Amount)
-	case math.IsNaN(limit):
-		return invalid("budget limit for %q is NaN", e.Key)
-	}
-	return nil
-}
-
 // ChargeBudget implements store.Store.
 func (s *Store) ChargeBudget(ctx context.Context, e store.BudgetEntry, since time.Time, limit float64) (float64, bool, error) {
-	if err := validBudget(e, limit); err != nil {
+	if err := store.CheckBudget(e, limit); err != nil {
 		return 0, false, fmt.Errorf("sqlite: charge budget: %w", err)
 	}
 	var (

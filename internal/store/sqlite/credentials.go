@@ -156,27 +156,11 @@ func credArgs(c store.Credential, index int) []any {
 		c.RevokeReason}
 }
 
-func validCred(c store.Credential) error {
-	switch {
-	case c.ID == "":
-		return invalid("credential id is empty")
-	case c.StatusList == "":
-		return invalid("credential %q: status list is empty", c.ID)
-	case c.StatusIndex < 0:
-		return invalid("credential %q: status index %d is negative", c.ID, c.StatusIndex)
-	case c.Uses < 1:
-		return invalid("credential %q: uses %d, want at least 1", c.ID, c.Uses)
-	case c.Used < 0 || c.Used > c.Uses:
-		return invalid("credential %q: used %d of %d", c.ID, c.Used, c.Uses)
-	}
-	return nil
-}
-
 // CreateCredential implements store.Store. A credential with an empty ID or
 // StatusList, a negative StatusIndex, Uses below 1 or Used outside
 // [0, Uses] is ErrInvalid.
 func (s *Store) CreateCredential(ctx context.Context, c store.Credential) error {
-	if err := validCred(c); err != nil {
+	if err := store.CheckCredential(c); err != nil {
 		return fmt.Errorf("sqlite: create credential: %w", err)
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {

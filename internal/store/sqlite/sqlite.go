@@ -15,7 +15,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -293,28 +292,6 @@ func fromMicros(n sql.NullInt64) time.Time {
 
 // Roles are a JSON array of strings, "[]" when empty.
 
-func encodeRoles(roles []string) (string, error) {
-	if len(roles) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(roles)
-	if err != nil {
-		return "", fmt.Errorf("encode roles: %w", err)
-	}
-	return string(b), nil
-}
-
-func decodeRoles(s string) ([]string, error) {
-	if s == "[]" || s == "" {
-		return nil, nil
-	}
-	var roles []string
-	if err := json.Unmarshal([]byte(s), &roles); err != nil {
-		return nil, fmt.Errorf("decode roles: %w", err)
-	}
-	return store.NormalizeRoles(roles), nil
-}
-
 func boolInt(b bool) int64 {
 	if b {
 		return 1
@@ -345,7 +322,7 @@ func (x *userScan) dest() []any {
 
 func (x *userScan) user() (store.User, error) {
 	u := x.u
-	roles, err := decodeRoles(x.roles)
+	roles, err := store.DecodeRoles(x.roles)
 	if err != nil {
 		return store.User{}, fmt.Errorf("user %q: %w", u.ID, err)
 	}
@@ -365,32 +342,13 @@ func scanUser(sc scanner) (store.User, error) {
 	return x.user()
 }
 
-func normUser(u store.User) store.User {
-	u.Email = store.NormalizeEmail(u.Email)
-	u.Roles = store.NormalizeRoles(u.Roles)
-	u.CreatedAt = store.NormalizeTime(u.CreatedAt)
-	u.UpdatedAt = store.NormalizeTime(u.UpdatedAt)
-	u.DeletedAt = store.NormalizeTime(u.DeletedAt)
-	return u
-}
-
-func validUser(u store.User) error {
-	switch {
-	case u.ID == "":
-		return invalid("user id is empty")
-	case u.Email == "":
-		return invalid("user %q: email is empty", u.ID)
-	}
-	return nil
-}
-
 // CreateUser implements store.Store.
 func (s *Store) CreateUser(ctx context.Context, u store.User) error {
-	u = normUser(u)
-	if err := validUser(u); err != nil {
+	u = store.NormalizeUser(u)
+	if err := store.CheckUser(u); err != nil {
 		return fmt.Errorf("sqlite: create user: %w", err)
 	}
-	roles, err := encodeRoles(u.Roles)
+	roles, err := store.EncodeList(u.Roles)
 	if err != nil {
 		return fmt.Errorf("sqlite: create user %q: %w", u.ID, err)
 	}
@@ -463,11 +421,11 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(store.Use
 			return err
 		}
 		u.ID, u.CreatedAt = old.ID, old.CreatedAt
-		u = normUser(u)
-		if err := validUser(u); err != nil {
+		u = store.NormalizeUser(u)
+		if err := store.CheckUser(u); err != nil {
 			return err
 		}
-		roles, err := encodeRoles(u.Roles)
+		roles, err := store.EncodeList(u.Roles)
 		if err != nil {
 			return err
 		}
@@ -511,7 +469,7 @@ func (x *agentScan) agent() (store.Agent, error) {
 	a.CreatedAt = fromMicros(x.created)
 	a.UpdatedAt = fromMicros(x.updated)
 	a.StateChangedAt = fromMicros(x.changed)
-	ups, err := decodeUpstreams(x.upstreams)
+	ups, err := store.DecodeList(x.upstreams)
 	if err != nil {
 		return store.Agent{}, err
 	}
@@ -522,28 +480,6 @@ func (x *agentScan) agent() (store.Agent, error) {
 // An agent's allowed upstreams are a JSON array of strings, "[]" when
 // empty (every upstream).
 
-func encodeUpstreams(ups []string) (string, error) {
-	if len(ups) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(ups)
-	if err != nil {
-		return "", fmt.Errorf("encode allowed upstreams: %w", err)
-	}
-	return string(b), nil
-}
-
-func decodeUpstreams(s string) ([]string, error) {
-	if s == "[]" || s == "" {
-		return nil, nil
-	}
-	var ups []string
-	if err := json.Unmarshal([]byte(s), &ups); err != nil {
-		return nil, fmt.Errorf("decode allowed upstreams: %w", err)
-	}
-	return ups, nil
-}
-
 func scanAgent(sc scanner) (store.Agent, error) {
 	var x agentScan
 	if err := sc.Scan(x.dest()...); err != nil {
@@ -552,37 +488,13 @@ func scanAgent(sc scanner) (store.Agent, error) {
 	return x.agent()
 }
 
-func normAgent(a store.Agent) store.Agent {
-	a.CreatedAt = store.NormalizeTime(a.CreatedAt)
-	a.UpdatedAt = store.NormalizeTime(a.UpdatedAt)
-	a.StateChangedAt = store.NormalizeTime(a.StateChangedAt)
-	return a
-}
-
-func validAgent(a store.Agent) error {
-	switch {
-	case a.ID == "":
-		return invalid("agent id is empty")
-	case a.OwnerID == "":
-		return invalid("agent %q: owner id is empty", a.ID)
-	case !a.State.Valid():
-		return invalid("agent %q: state %q", a.ID, a.State)
-	}
-	for _, u := range a.AllowedUpstreams {
-		if u == "" {
-			return invalid("agent %q: an allowed upstream is empty", a.ID)
-		}
-	}
-	return nil
-}
-
 // CreateAgent implements store.Store.
 func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
-	a = normAgent(a)
-	if err := validAgent(a); err != nil {
+	a = store.NormalizeAgent(a)
+	if err := store.CheckAgent(a); err != nil {
 		return fmt.Errorf("sqlite: create agent: %w", err)
 	}
-	ups, err := encodeUpstreams(a.AllowedUpstreams)
+	ups, err := store.EncodeList(a.AllowedUpstreams)
 	if err != nil {
 		return fmt.Errorf("sqlite: create agent: %w", err)
 	}
@@ -645,11 +557,11 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, update func(store.Ag
 			return err
 		}
 		a.ID, a.CreatedAt = old.ID, old.CreatedAt
-		a = normAgent(a)
-		if err := validAgent(a); err != nil {
+		a = store.NormalizeAgent(a)
+		if err := store.CheckAgent(a); err != nil {
 			return err
 		}
-		ups, err := encodeUpstreams(a.AllowedUpstreams)
+		ups, err := store.EncodeList(a.AllowedUpstreams)
 		if err != nil {
 			return err
 		}
@@ -693,21 +605,9 @@ func (x *tokenScan) token() store.AgentToken {
 	return t
 }
 
-func validToken(t store.AgentToken) error {
-	switch {
-	case t.ID == "":
-		return invalid("token id is empty")
-	case t.AgentID == "":
-		return invalid("token %q: agent id is empty", t.ID)
-	case len(t.Hash) != store.TokenHashSize:
-		return invalid("token %q: hash is %d bytes, want %d", t.ID, len(t.Hash), store.TokenHashSize)
-	}
-	return nil
-}
-
 // CreateAgentToken implements store.Store.
 func (s *Store) CreateAgentToken(ctx context.Context, t store.AgentToken) error {
-	if err := validToken(t); err != nil {
+	if err := store.CheckToken(t); err != nil {
 		return fmt.Errorf("sqlite: create agent token: %w", err)
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
