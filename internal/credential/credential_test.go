@@ -1154,3 +1154,47 @@ func TestFirstKeyOnce(t *testing.T) {
 		t.Errorf("%d signing keys stored (%v), want 1", len(keys), err)
 	}
 }
+
+// BenchmarkIssueWithDecision is what a credential costs the allow path:
+// prepared, its record committed with the call's decision event (one
+// AppendAudit, a decision of realistic size), then signed. "commit only"
+// is the decision's transaction without a credential: the difference is
+// the credential's cost.
+func BenchmarkIssueWithDecision(b *testing.B) {
+	data := bytes.Repeat([]byte(`{"k":"decision record of realistic size"},`), 24)
+	data = append(append([]byte(`[`), data...), `{}]`...)
+	appendWith := func(e *env, rec *store.Credential) error {
+		return e.st.AppendAudit(context.Background(), func(h store.AuditHead) ([]store.AuditEvent, error) {
+			sum := sha256.Sum256(append(h.Hash, data...))
+			return []store.AuditEvent{{Seq: h.Seq + 1, Time: time.Now(), Type: "decision", CallID: "c", AgentID: "procurement-bot",
+				Data: data, PrevHash: h.Hash, Hash: sum[:], Credential: rec}}, nil
+		})
+	}
+	for _, mode := range []string{"commit only", "with credential"} {
+		b.Run(mode, func(b *testing.B) {
+			e := newEnv(b, AlgEdDSA)
+			ctx := context.Background()
+			a := sampleAction()
+			a.ConsumeNow = true
+			b.ReportAllocs()
+			for b.Loop() {
+				if mode == "commit only" {
+					if err := appendWith(e, nil); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				p, err := e.iss.Prepare(ctx, a)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := appendWith(e, p.Record()); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := p.Sign(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

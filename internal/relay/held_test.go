@@ -20,8 +20,8 @@ func TestHeldCallStreams(t *testing.T) {
 		want     []string
 		unwanted string
 	}{
-		{``, []string{": waiting for approval by the test", ": still waiting", `{"id":10,"jsonrpc":"2.0","result":`}, "notifications/progress"},
-		{`,"_meta":{"progressToken":"p-1"}`, []string{`"method":"notifications/progress"`, `"progressToken":"p-1"`, `"progress":2`, `"message":"still waiting"`, `{"id":11,"jsonrpc":"2.0","result":`}, ": waiting"},
+		{``, []string{": waiting for approval by the test", ": still waiting", `{"jsonrpc":"2.0","id":10,"result":`}, "notifications/progress"},
+		{`,"_meta":{"progressToken":"p-1"}`, []string{`"method":"notifications/progress"`, `"progressToken":"p-1"`, `"progress":2`, `"message":"still waiting"`, `{"jsonrpc":"2.0","id":11,"result":`}, ": waiting"},
 	} {
 		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"meta","arguments":{"text":"hold-me-%d"}%s}}`, 10+i, i, tc.meta)
 		req, _ := http.NewRequest("POST", ce.url+"/mcp/acme", strings.NewReader(body))

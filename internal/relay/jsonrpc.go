@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // JSON-RPC error codes used by the relay.
@@ -218,89 +220,57 @@ func gatedName(m *message) (string, error) {
 // setParam returns params (absent or null: {}) with key set to value,
 // keeping every other field. It serves for any JSON object.
 func setParam(params json.RawMessage, key string, value any) (json.RawMessage, error) {
-	var fields map[string]json.RawMessage
-	if len(params) > 0 && !isJSONNull(params) {
-		if err := json.Unmarshal(params, &fields); err != nil {
-			return nil, err
-		}
-	}
-	if fields == nil {
-		fields = map[string]json.RawMessage{}
-	}
 	v, err := json.Marshal(value)
 	if err != nil {
 		return nil, err
 	}
-	fields[key] = v
-	return json.Marshal(fields)
+	return setMembers(params, nil, []member{{key, v}})
 }
 
 // setMeta returns params with _meta[key] set to value, keeping every other
 // field of params and of _meta.
 func setMeta(params json.RawMessage, key string, value any) (json.RawMessage, error) {
-	var fields map[string]json.RawMessage
-	if len(params) > 0 && !isJSONNull(params) {
-		if err := json.Unmarshal(params, &fields); err != nil {
-			return nil, err
-		}
-	}
-	if fields == nil {
-		fields = map[string]json.RawMessage{}
-	}
-	meta, err := setParam(fields["_meta"], key, value)
+	v, err := json.Marshal(value)
 	if err != nil {
-		return nil, fmt.Errorf("_meta: %w", err)
+		return nil, err
 	}
-	fields["_meta"] = meta
-	return json.Marshal(fields)
+	return setMembers(params, []string{"_meta"}, []member{{key, v}})
 }
 
 // withResultMeta returns the response raw with the entries of meta merged
 // into result._meta. A response that is not a result (an error) is
 // returned unchanged.
 func withResultMeta(raw []byte, meta map[string]json.RawMessage) ([]byte, error) {
+	set := make([]member, 0, len(meta))
+	for k, v := range meta {
+		set = append(set, member{k, v})
+	}
+	// Map order is random; the members go in in one order every time.
+	slices.SortFunc(set, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	if open, err := wholeObject(raw); err == nil {
+		if spans, err := findMembers(raw, open, []string{"result"}); err == nil {
+			if r := spans[0]; !r.found || isJSONNull(raw[r.vs:r.ve]) {
+				return raw, nil
+			}
+			if out, err := spliceSet(raw, []string{"result", "_meta"}, set); err == nil {
+				return out, nil
+			}
+		}
+	}
+	// Duplicate keys or malformed: as a decoder sees it.
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return nil, err
 	}
-	res, ok := fields["result"]
-	if !ok || isJSONNull(res) {
+	if res, ok := fields["result"]; !ok || isJSONNull(res) {
 		return raw, nil
 	}
-	var result map[string]json.RawMessage
-	if err := json.Unmarshal(res, &result); err != nil {
-		return nil, fmt.Errorf("result: %w", err)
-	}
-	var m map[string]json.RawMessage
-	if old := result["_meta"]; len(old) > 0 && !isJSONNull(old) {
-		if err := json.Unmarshal(old, &m); err != nil {
-			return nil, fmt.Errorf("result._meta: %w", err)
-		}
-	}
-	if m == nil {
-		m = make(map[string]json.RawMessage, len(meta))
-	}
-	for k, v := range meta {
-		m[k] = v
-	}
-	var err error
-	if result["_meta"], err = json.Marshal(m); err != nil {
-		return nil, err
-	}
-	if fields["result"], err = json.Marshal(result); err != nil {
-		return nil, err
-	}
-	return json.Marshal(fields)
+	return decodeSet(raw, []string{"result", "_meta"}, set)
 }
 
-// withParams re-encodes a request or notification with new params.
+// withParams returns a request or notification with new params.
 func withParams(m message, params json.RawMessage) (message, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(m.Raw, &fields); err != nil {
-		return m, err
-	}
-	fields["params"] = params
-	raw, err := json.Marshal(fields)
+	raw, err := setMembers(m.Raw, nil, []member{{"params", params}})
 	if err != nil {
 		return m, err
 	}
@@ -308,19 +278,51 @@ func withParams(m message, params json.RawMessage) (message, error) {
 	return m, nil
 }
 
-// withID re-encodes a message with another id.
+// withID returns a message with another id.
 func withID(m message, id json.RawMessage) (message, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(m.Raw, &fields); err != nil {
-		return m, err
-	}
-	fields["id"] = id
-	raw, err := json.Marshal(fields)
+	raw, err := setMembers(m.Raw, nil, []member{{"id", id}})
 	if err != nil {
 		return m, err
 	}
 	m.Raw, m.ID = raw, id
 	return m, nil
+}
+
+// setMembers sets the members of set in obj's object at path: by splicing
+// (see spliceSet), or, where the splice cannot decide (a duplicate key) or
+// finds the input malformed, by decoding and encoding each level, which
+// settles duplicates as encoding/json does and reports malformed input
+// with its own error.
+func setMembers(obj []byte, path []string, set []member) ([]byte, error) {
+	if out, err := spliceSet(obj, path, set); err == nil {
+		return out, nil
+	}
+	return decodeSet(obj, path, set)
+}
+
+// decodeSet is setMembers by decoding every level into a map.
+func decodeSet(obj []byte, path []string, set []member) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if len(obj) > 0 && !isJSONNull(obj) {
+		if err := json.Unmarshal(obj, &fields); err != nil {
+			return nil, err
+		}
+	}
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	if len(path) > 0 {
+		inner, err := decodeSet(fields[path[0]], path[1:], set)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path[0], err)
+		}
+		fields[path[0]] = inner
+	} else {
+		for _, m := range set {
+			fields[m.key] = m.value
+		}
+	}
+	return json.Marshal(fields)
 }
 
 func quoteID(s string) json.RawMessage { return json.RawMessage(strconv.Quote(s)) }
