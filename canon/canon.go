@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"unicode/utf16"
@@ -54,9 +55,18 @@ func (e *SyntaxError) Error() string {
 // infinity, or a literal beyond the double range.
 var ErrNumber = errors.New("canon: number is not finite")
 
-// Marshal returns the canonical JSON encoding of v: encoding/json, then
-// Canonicalize.
+// Marshal returns the canonical JSON encoding of v: what encoding/json
+// writes for v, then Canonicalize. Values made of the common types are
+// written canonically in one pass (the result is the same).
 func Marshal(v any) ([]byte, error) {
+	if b, err := appendValue(make([]byte, 0, 512), reflect.ValueOf(v), 0); err == nil {
+		return b, nil
+	}
+	return marshalGeneral(v)
+}
+
+// marshalGeneral is Marshal by encoding/json, then Canonicalize.
+func marshalGeneral(v any) ([]byte, error) {
 	// Without HTML escaping ("<" as \u003c, ...), which canonical JSON
 	// undoes anyway, strings take Canonicalize's fast path.
 	var buf bytes.Buffer
@@ -617,6 +627,10 @@ func AppendNumber(b []byte, f float64) ([]byte, error) {
 		return b, fmt.Errorf("%w: %v", ErrNumber, f)
 	case f == 0:
 		return append(b, '0'), nil
+	case f == math.Trunc(f) && math.Abs(f) < 1<<53:
+		// An integer a double holds exactly: its digits, as ECMAScript
+		// writes them.
+		return strconv.AppendInt(b, int64(f), 10), nil
 	case f < 0:
 		b = append(b, '-')
 		f = -f
