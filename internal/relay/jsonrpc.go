@@ -125,6 +125,24 @@ func parseBody(body []byte) (msgs []message, batch bool, err error) {
 // responseID returns the id of a JSON-RPC response, or nil for anything
 // else. It decodes only what it needs (a relay of responses calls it often).
 func responseID(data []byte) json.RawMessage {
+	if open, err := wholeObject(data); err == nil {
+		if sp, err := findExact(data, open, "id", "method"); err == nil {
+			id, method := sp[0], sp[1]
+			switch {
+			case method.found && string(data[method.vs:method.ve]) != `""`:
+				return nil // a request or notification (or not JSON-RPC)
+			case !id.found || isJSONNull(data[id.vs:id.ve]):
+				return nil
+			}
+			return data[id.vs:id.ve]
+		}
+	}
+	return decodedResponseID(data)
+}
+
+// decodedResponseID is responseID by decoding: for keys in other cases,
+// duplicates and malformed input, read as encoding/json reads them.
+func decodedResponseID(data []byte) json.RawMessage {
 	var e struct {
 		ID     json.RawMessage `json:"id"`
 		Method string          `json:"method"`
@@ -220,7 +238,7 @@ func gatedName(m *message) (string, error) {
 // setParam returns params (absent or null: {}) with key set to value,
 // keeping every other field. It serves for any JSON object.
 func setParam(params json.RawMessage, key string, value any) (json.RawMessage, error) {
-	v, err := json.Marshal(value)
+	v, err := encodeValue(value)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +248,7 @@ func setParam(params json.RawMessage, key string, value any) (json.RawMessage, e
 // setMeta returns params with _meta[key] set to value, keeping every other
 // field of params and of _meta.
 func setMeta(params json.RawMessage, key string, value any) (json.RawMessage, error) {
-	v, err := json.Marshal(value)
+	v, err := encodeValue(value)
 	if err != nil {
 		return nil, err
 	}

@@ -524,7 +524,7 @@ func (r *Relay) check(ctx context.Context, c *Call) (*Denial, *tracker) {
 	if len(v.Receipt) > 0 {
 		t.receipt = make(map[string]json.RawMessage, len(v.Receipt))
 		for k, val := range v.Receipt {
-			b, err := json.Marshal(val)
+			b, err := encodeValue(val)
 			if err != nil {
 				r.log.Error("gate receipt does not encode; the result goes back without it", "key", k, "err", err)
 				continue
@@ -604,6 +604,37 @@ func (t *tracker) failed(why string) {
 // isErrorAnswer reports whether a response is a JSON-RPC error or a tool
 // result with isError set.
 func isErrorAnswer(raw []byte) bool {
+	if open, err := wholeObject(raw); err == nil {
+		if sp, err := findExact(raw, open, "error", "result"); err == nil {
+			if sp[0].found {
+				return true
+			}
+			res := sp[1]
+			if !res.found || isJSONNull(raw[res.vs:res.ve]) {
+				return false
+			}
+			if raw[res.vs] != '{' {
+				return true // a decoder fails on it: an error
+			}
+			if in, err := findExact(raw, res.vs, "isError"); err == nil {
+				if !in[0].found {
+					return false
+				}
+				switch string(raw[in[0].vs:in[0].ve]) {
+				case "false", "null":
+					return false
+				default:
+					return true // true, or not a boolean (a decoder fails)
+				}
+			}
+		}
+	}
+	return decodedIsErrorAnswer(raw)
+}
+
+// decodedIsErrorAnswer is isErrorAnswer by decoding: for keys in other
+// cases, duplicates and malformed input, read as encoding/json reads them.
+func decodedIsErrorAnswer(raw []byte) bool {
 	var r struct {
 		Error  json.RawMessage `json:"error"`
 		Result struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Splicing: setting a member deep inside a JSON object by copying the
@@ -100,12 +101,18 @@ func memberEdits(obj []byte, open int, set []member) ([]edit, error) {
 	}
 	var edits []edit
 	var ins []byte
+	n := 0
+	for _, m := range set {
+		n += len(m.key) + 4 + len(m.value)
+	}
 	for i, s := range spans {
 		if s.found {
 			edits = append(edits, edit{s.vs, s.ve, set[i].value})
 			continue
 		}
-		if len(ins) > 0 {
+		if ins == nil {
+			ins = make([]byte, 0, n+1)
+		} else {
 			ins = append(ins, ',')
 		}
 		ins = appendMember(ins, set[i].key, set[i].value)
@@ -146,6 +153,14 @@ func applyEdits(obj []byte, edits []edit) []byte {
 
 // appendNested appends {"p0":{"p1":{...set...}}}.
 func appendNested(b []byte, path []string, set []member) []byte {
+	n := 2
+	for _, p := range path {
+		n += len(p) + 5
+	}
+	for _, m := range set {
+		n += len(m.key) + 4 + len(m.value)
+	}
+	b = slices.Grow(b, n)
 	for _, p := range path {
 		b = append(b, '{')
 		b = appendMember(b, p, nil)
@@ -167,10 +182,31 @@ func appendNested(b []byte, path []string, set []member) []byte {
 // appendMember appends "key":value (value may be nil, to be followed by
 // the caller).
 func appendMember(b []byte, key string, value []byte) []byte {
-	k, _ := json.Marshal(key) // a string always encodes
-	b = append(b, k...)
+	b = appendString(b, key)
 	b = append(b, ':')
 	return append(b, value...)
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// encodeValue encodes v as JSON; strings (credentials, mostly) without
+// encoding/json's reflection.
+func encodeValue(v any) ([]byte, error) {
+	if s, ok := v.(string); ok {
+		return appendString(make([]byte, 0, len(s)+2), s), nil
+	}
+	return json.Marshal(v)
 }
 
 // wholeObject returns where the object that is all of b (but spaces)
@@ -201,48 +237,101 @@ type span struct {
 // has its value.
 func findMembers(obj []byte, open int, keys []string) ([]span, error) {
 	spans := make([]span, len(keys))
-	i := skipSpace(obj, open+1)
-	if i < len(obj) && obj[i] == '}' {
-		return spans, nil
-	}
-	for {
-		if i >= len(obj) || obj[i] != '"' {
-			return nil, errors.New("malformed object: expected a key")
-		}
-		ke, err := skipString(obj, i)
-		if err != nil {
-			return nil, err
-		}
-		rawKey := obj[i:ke]
-		i = skipSpace(obj, ke)
-		if i >= len(obj) || obj[i] != ':' {
-			return nil, errors.New("malformed object: expected ':'")
-		}
-		vs := skipSpace(obj, i+1)
-		ve, err := skipValue(obj, vs, 0)
-		if err != nil {
-			return nil, err
-		}
+	err := eachMember(obj, open, func(rawKey []byte, vs, ve int) error {
 		for k, want := range keys {
 			if !keyIs(rawKey, want) {
 				continue
 			}
 			if spans[k].found {
-				return nil, fmt.Errorf("%w %q", errDuplicateKey, want)
+				return fmt.Errorf("%w %q", errDuplicateKey, want)
 			}
 			spans[k] = span{found: true, vs: vs, ve: ve}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return spans, nil
+}
+
+// errFolded: an object has a key that encoding/json would take for one
+// the caller looks for (it matches names case-insensitively) without
+// being exactly it.
+var errFolded = errors.New("a key differs from a wanted one only in case")
+
+// findExact is findMembers that also refuses (errFolded) a key encoding/json
+// would match to one of keys without it being exactly that key, so that
+// what it finds is what a decode into a struct would find.
+func findExact(obj []byte, open int, keys ...string) ([]span, error) {
+	spans := make([]span, len(keys))
+	err := eachMember(obj, open, func(rawKey []byte, vs, ve int) error {
+		for k, want := range keys {
+			if keyIs(rawKey, want) {
+				if spans[k].found {
+					return fmt.Errorf("%w %q", errDuplicateKey, want)
+				}
+				spans[k] = span{found: true, vs: vs, ve: ve}
+			} else if len(rawKey)-2 >= len(want) && keyFolds(rawKey, want) {
+				return errFolded
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return spans, nil
+}
+
+// keyFolds reports whether the quoted JSON string raw equals want ignoring
+// case as encoding/json matches struct fields (its folding is within
+// Unicode simple folding, which strings.EqualFold applies).
+func keyFolds(raw []byte, want string) bool {
+	var s string
+	return json.Unmarshal(raw, &s) == nil && strings.EqualFold(s, want)
+}
+
+// eachMember calls fn with each member of the object opening at obj[open]:
+// its key as written (quoted) and the span of its value. It scans through
+// the closing brace, so a malformed object is an error.
+func eachMember(obj []byte, open int, fn func(rawKey []byte, vs, ve int) error) error {
+	i := skipSpace(obj, open+1)
+	if i < len(obj) && obj[i] == '}' {
+		return nil
+	}
+	for {
+		if i >= len(obj) || obj[i] != '"' {
+			return errors.New("malformed object: expected a key")
+		}
+		ke, err := skipString(obj, i)
+		if err != nil {
+			return err
+		}
+		rawKey := obj[i:ke]
+		i = skipSpace(obj, ke)
+		if i >= len(obj) || obj[i] != ':' {
+			return errors.New("malformed object: expected ':'")
+		}
+		vs := skipSpace(obj, i+1)
+		ve, err := skipValue(obj, vs, 0)
+		if err != nil {
+			return err
+		}
+		if err := fn(rawKey, vs, ve); err != nil {
+			return err
+		}
 		i = skipSpace(obj, ve)
 		if i >= len(obj) {
-			return nil, errors.New("malformed object: unterminated")
+			return errors.New("malformed object: unterminated")
 		}
 		switch obj[i] {
 		case ',':
 			i = skipSpace(obj, i+1)
 		case '}':
-			return spans, nil
+			return nil
 		default:
-			return nil, errors.New("malformed object: expected ',' or '}'")
+			return errors.New("malformed object: expected ',' or '}'")
 		}
 	}
 }

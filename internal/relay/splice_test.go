@@ -107,3 +107,47 @@ func FuzzSkipValue(f *testing.F) {
 		}
 	})
 }
+
+// appendString writes what encoding/json reads back as the same string
+// (as encoding/json's own encoding of it reads back).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "io.interlock/credential", "eyJh.eyJq.c2ln", `a"b\c`, "tab\there", "ünï", "\u2028", "<&>", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := appendString([]byte("x"), s)
+		if got[0] != 'x' {
+			t.Fatal("appendString lost what it appended to")
+		}
+		var back, want string
+		if err := json.Unmarshal(got[1:], &back); err != nil {
+			t.Fatalf("appendString(%q) = %s: %v", s, got[1:], err)
+		}
+		ref, _ := json.Marshal(s)
+		json.Unmarshal(ref, &want)
+		if back != want {
+			t.Fatalf("appendString(%q) reads back as %q, want %q", s, back, want)
+		}
+	})
+}
+
+// The scanning responseID and isErrorAnswer read every message as the
+// decoding ones do.
+func FuzzResponseScan(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`, `{"jsonrpc":"2.0","id":"a","result":{"isError":true}}`,
+		`{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}`, `{"jsonrpc":"2.0","method":"notifications/progress","params":{}}`,
+		`{"ID":3,"Result":{"ISERROR":true}}`, `{"id":null,"error":null}`, `{"id":4,"result":5}`, `{"id":5,"result":{"isError":"yes"}}`,
+		`{"id":6,"method":"","result":null}`, `{"id":7,"id":8}`, `{"\u0069d":9,"result":{"\u212aey":1}}`, `[1]`, `{"id":1}x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if got, want := responseID(raw), decodedResponseID(raw); string(got) != string(want) {
+			t.Fatalf("responseID(%q) = %q, decoding says %q", raw, got, want)
+		}
+		if got, want := isErrorAnswer(raw), decodedIsErrorAnswer(raw); got != want {
+			t.Fatalf("isErrorAnswer(%q) = %v, decoding says %v", raw, got, want)
+		}
+	})
+}
