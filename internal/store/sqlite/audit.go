@@ -97,15 +97,37 @@ func auditArgs(args []any, e store.AuditEvent) []any {
 
 // AppendAudit implements store.Store.
 func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error)) error {
+	for {
+		cached := s.head.Swap(nil) // taken: only a committed append puts one back
+		err := s.appendAudit(ctx, build, cached)
+		if cached != nil && errors.Is(err, errStaleHead) {
+			continue // another process appended: read the head and build again
+		}
+		return err
+	}
+}
+
+// errStaleHead: the head AppendAudit remembered is no longer the head.
+var errStaleHead = errors.New("the audit head moved")
+
+// appendAudit is one attempt of AppendAudit, from the remembered head
+// (cached) or, when it is nil, the head read in the transaction.
+func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead) ([]store.AuditEvent, error), cached *store.AuditHead) error {
 	var (
 		buildErr error
 		creds    []*store.Credential
 		picked   []int
+		newHead  store.AuditHead
 	)
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		head, err := readHead(ctx, tx.StmtContext(ctx, s.headW))
-		if err != nil {
-			return err
+		var head store.AuditHead
+		if cached != nil {
+			head = *cached
+		} else {
+			var err error
+			if head, err = readHead(ctx, tx.StmtContext(ctx, s.headW)); err != nil {
+				return err
+			}
 		}
 		evs, err := build(head)
 		if err != nil {
@@ -118,6 +140,21 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 		if creds, err = store.AuditCredentials(evs); err != nil {
 			return err
 		}
+		if len(evs) > 0 {
+			last := evs[len(evs)-1]
+			newHead = store.AuditHead{Seq: last.Seq, Hash: last.Hash}
+		} else {
+			newHead = head
+		}
+		first := true
+		stale := func(err error) error {
+			// The first sequence number after a remembered head is taken:
+			// somebody else appended.
+			if first && cached != nil && errors.Is(err, store.ErrAlreadyExists) {
+				return errStaleHead
+			}
+			return err
+		}
 		args := make([]any, 0, 8*insertAuditBatch)
 		if len(evs) >= insertAuditBatch {
 			stmt := tx.StmtContext(ctx, s.insAuditN)
@@ -127,8 +164,9 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 					args = auditArgs(args, e)
 				}
 				if _, err := stmt.ExecContext(ctx, args...); err != nil {
-					return fmt.Errorf("insert audit events from %d: %w", evs[0].Seq, mapErr(err))
+					return stale(fmt.Errorf("insert audit events from %d: %w", evs[0].Seq, mapErr(err)))
 				}
+				first = false
 				evs = evs[insertAuditBatch:]
 			}
 		}
@@ -136,8 +174,9 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 			stmt := tx.StmtContext(ctx, s.insAudit1)
 			for _, e := range evs {
 				if _, err := stmt.ExecContext(ctx, auditArgs(args[:0], e)...); err != nil {
-					return fmt.Errorf("insert audit event %d: %w", e.Seq, mapErr(err))
+					return stale(fmt.Errorf("insert audit event %d: %w", e.Seq, mapErr(err)))
 				}
+				first = false
 			}
 		}
 		if len(creds) > 0 {
@@ -150,9 +189,13 @@ func (s *Store) AppendAudit(ctx context.Context, build func(head store.AuditHead
 	if buildErr != nil {
 		return buildErr
 	}
+	if errors.Is(err, errStaleHead) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("sqlite: append audit: %w", err)
 	}
+	s.head.Store(&newHead)
 	// Only now that they are committed: the indexes chosen.
 	for i, c := range creds {
 		if c.StatusIndex < 0 {

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -67,6 +68,13 @@ type Store struct {
 	pickCred   *sql.Stmt // AppendAudit: a credential at a random index, on the writer
 	consCred   *sql.Stmt // ConsumeCredential, on the writer (one per forwarded call)
 	getCred    *sql.Stmt // GetCredential, on the readers (credential verification)
+
+	// head is the audit chain's head as this store's last append left it
+	// (nil: unknown, read it), so that an append need not read it first.
+	// Another process appending to the same file is noticed by the insert
+	// of the next sequence number failing (sequence numbers are dense);
+	// the head is then read again.
+	head atomic.Pointer[store.AuditHead]
 }
 
 var _ store.Store = (*Store)(nil)

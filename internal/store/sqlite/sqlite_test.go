@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -324,5 +325,69 @@ func TestAuditIndexesDropped(t *testing.T) {
 	defer s.Close()
 	if n := auditIndexes(s); n != 0 {
 		t.Errorf("after the upgrade %d audit_events indexes are left, want 0", n)
+	}
+}
+
+// Two stores on one file (the server and a CLI command, say) append to one
+// chain: each remembers the head its last append left, and notices when
+// the other moved it. The chain stays one: dense sequence numbers, each
+// event linked to the one before.
+func TestTwoStoresOneChain(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "interlock.db")
+	var stores [2]*Store
+	for i := range stores {
+		s, err := Open(ctx, Options{Logger: quiet(), Path: path})
+		if err != nil {
+			t.Fatalf("Open #%d: %v", i, err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	appendOne := func(s *Store, tag string) error {
+		return s.AppendAudit(ctx, func(h store.AuditHead) ([]store.AuditEvent, error) {
+			sum := sha256.Sum256(append(append([]byte(tag), h.Hash...), byte(h.Seq)))
+			return []store.AuditEvent{{Seq: h.Seq + 1, Time: time.Now(), Type: "test", Data: []byte(`{}`), PrevHash: h.Hash, Hash: sum[:]}}, nil
+		})
+	}
+	// Alternating: every append after the first finds its remembered head
+	// stale.
+	for i := range 6 {
+		if err := appendOne(stores[i%2], fmt.Sprint(i)); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	// Concurrently.
+	const each = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*each)
+	for i, s := range stores {
+		wg.Go(func() {
+			for j := range each {
+				if err := appendOne(s, fmt.Sprint(i, j)); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("append: %v", err)
+	}
+	evs, err := stores[0].ListAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatalf("ListAudit: %v", err)
+	}
+	if len(evs) != 6+2*each {
+		t.Fatalf("%d events, want %d", len(evs), 6+2*each)
+	}
+	for i, e := range evs {
+		if e.Seq != int64(i+1) {
+			t.Fatalf("event %d has sequence number %d", i, e.Seq)
+		}
+		if i > 0 && !bytes.Equal(e.PrevHash, evs[i-1].Hash) {
+			t.Fatalf("event %d is not linked to event %d", e.Seq, evs[i-1].Seq)
+		}
 	}
 }
