@@ -209,7 +209,12 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	if credentials == 1 {
 		setCredentialHeaders(hdr, up, credential)
 	}
-	var resp *http.Response
+	var (
+		resp *http.Response
+		// ended reports whether the upstream's answer has been read but
+		// for its end, which is already here (nil: never known).
+		ended func() bool
+	)
 	if pool := r.poolFor(up); req.Method == http.MethodPost && pool != nil {
 		ur, err := pool.post(req.Context(), hdr, body, up.Timeout)
 		if err != nil {
@@ -227,6 +232,9 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 		}
 		defer ur.Close()
 		resp = ur.Response
+		body := &eofReader{r: resp.Body}
+		resp.Body = body
+		ended = func() bool { return body.eof || ur.endReceived() }
 	} else {
 		var rdr io.Reader
 		if body != nil {
@@ -284,7 +292,7 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 	case strings.HasPrefix(ct, "text/event-stream"):
 		h.Set("X-Accel-Buffering", "no")
 		w.WriteHeader(resp.StatusCode)
-		endWhy = r.relayStream(w, req, resp.Body, up, pending, denials, trackers)
+		endWhy = r.relayStream(w, req, resp.Body, ended, up, pending, denials, trackers)
 	case (len(denials) > 0 || len(trackers) > 0) && strings.HasPrefix(ct, "application/json"):
 		limit := r.opts.MaxMessageBytes * 4
 		var upBody bytes.Buffer
@@ -338,7 +346,13 @@ func (r *Relay) proxy(w http.ResponseWriter, req *http.Request, up *Upstream, p 
 // open is SSE polling, and the agent resumes with Last-Event-ID), every
 // request still waiting gets a JSON-RPC error so the agent does not hang.
 // It returns why tracked requests left unanswered ended.
-func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Reader, up *Upstream, pending map[string]bool, denials [][]byte, trackers map[string]*tracker) string {
+//
+// The answer to the last open request is written without a flush when the
+// upstream's stream end has already arrived behind it (ended): the agent
+// then gets the answer and the end of its stream in one write when the
+// handler returns, instead of two. Whenever reading on could wait, what
+// was written is flushed first.
+func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Reader, ended func() bool, up *Upstream, pending map[string]bool, denials [][]byte, trackers map[string]*tracker) string {
 	sw := newSSEWriter(w)
 	for _, d := range denials {
 		if sw.writeMessage("", d) != nil {
@@ -348,6 +362,11 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 	rd := newSSEReader(body, int(r.opts.MaxMessageBytes*4))
 	defer rd.release()
 	for {
+		if sw.unflushed && (ended == nil || rd.r.Buffered() > 0 || !ended()) {
+			if sw.flush() != nil {
+				return "the agent went away"
+			}
+		}
 		ev, err := rd.next()
 		if err != nil {
 			if req.Context().Err() != nil {
@@ -375,11 +394,13 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 			if id := responseID(ev.Data); id != nil {
 				k := idKey(id)
 				delete(pending, k)
+				sw.later = len(pending) == 0 && ended != nil // the last answer: see above
 				if t := trackers[k]; t != nil {
 					if out := t.answered(ev.Data); !bytes.Equal(out, ev.Data) {
 						if sw.writeMessage(string(ev.ID), out) != nil {
 							return "the agent went away"
 						}
+						sw.later = false
 						continue
 					}
 				}
@@ -388,6 +409,7 @@ func (r *Relay) relayStream(w http.ResponseWriter, req *http.Request, body io.Re
 		if sw.writeRaw(ev.Raw) != nil {
 			return "the agent went away"
 		}
+		sw.later = false
 	}
 }
 
@@ -422,6 +444,22 @@ func observeJSON(body []byte, trackers map[string]*tracker) []byte {
 		return msgs[0].Raw
 	}
 }
+
+// eofReader notes when its reader has reported the end.
+type eofReader struct {
+	r   io.ReadCloser
+	eof bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.eof = true
+	}
+	return n, err
+}
+
+func (e *eofReader) Close() error { return e.r.Close() }
 
 // setCredentialHeaders puts the action credential into the headers of a
 // request to an HTTP upstream: Interlock-Credential always, and the bearer
@@ -532,7 +570,7 @@ func (r *Relay) finishHeld(w http.ResponseWriter, req *http.Request, resp *http.
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case resp.StatusCode < 300 && strings.HasPrefix(ct, "text/event-stream"):
-		return r.relayStream(w, req, resp.Body, up, pending, nil, trackers)
+		return r.relayStream(w, req, resp.Body, nil, up, pending, nil, trackers)
 	case resp.StatusCode < 300 && strings.HasPrefix(ct, "application/json"):
 		body, err := io.ReadAll(io.LimitReader(resp.Body, r.opts.MaxMessageBytes*4))
 		if err != nil {

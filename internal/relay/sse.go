@@ -132,6 +132,9 @@ func (s *sseReader) next() (sseEvent, error) {
 type sseWriter struct {
 	w  io.Writer
 	rc *http.ResponseController
+	// later makes the next write skip its flush; unflushed says a write
+	// is waiting for one.
+	later, unflushed bool
 }
 
 func newSSEWriter(w http.ResponseWriter) *sseWriter {
@@ -142,6 +145,10 @@ func newSSEWriter(w http.ResponseWriter) *sseWriter {
 func (s *sseWriter) writeRaw(b []byte) error {
 	if _, err := s.w.Write(b); err != nil {
 		return err
+	}
+	if s.later {
+		s.unflushed = true
+		return nil
 	}
 	return s.flush()
 }
@@ -167,6 +174,7 @@ func (s *sseWriter) writeMessage(id string, msg []byte) error {
 }
 
 func (s *sseWriter) flush() error {
+	s.unflushed = false
 	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}

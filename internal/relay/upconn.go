@@ -145,6 +145,21 @@ func (r *upResponse) Close() error {
 	return nil
 }
 
+// endReceived reports whether all that is left of a chunked body is its
+// end (the last chunk, with the CRLF of the one before), already received:
+// reading to the end will not wait.
+func (r *upResponse) endReceived() bool {
+	if len(r.TransferEncoding) != 1 || r.TransferEncoding[0] != "chunked" {
+		return false
+	}
+	n := r.conn.br.Buffered()
+	if n != 5 && n != 7 {
+		return false
+	}
+	b, _ := r.conn.br.Peek(n)
+	return string(b) == "0\r\n\r\n" || string(b) == "\r\n0\r\n\r\n"
+}
+
 func (r *upResponse) drained() bool {
 	var b [1]byte
 	n, err := r.Body.Read(b[:])
