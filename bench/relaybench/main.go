@@ -243,6 +243,13 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 	pinned := map[string][]time.Duration{}
 	procs := []*proc{acme, gw, rp}
 	thr := map[string][]float64{}
+	// CPU time used in the throughput rounds, per target: this process
+	// (the clients), acme, interlock, the reverse proxy.
+	cpu := map[string]*[4]time.Duration{}
+	cpuCalls := map[string]int64{}
+	for _, t := range targets {
+		cpu[t.name] = &[4]time.Duration{}
+	}
 	var relayed int64
 	allocBefore, err := scrape("http://"+ilAddr+"/metrics", "go_memstats_alloc_bytes_total")
 	if err != nil {
@@ -288,10 +295,16 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 			if err := pin(procs, nil); err != nil {
 				return err
 			}
+			before := cpuTimes(procs)
 			n, err := throughput(client, t, clients, duration)
 			if err != nil {
 				return fmt.Errorf("%s throughput: %w", t.name, err)
 			}
+			after := cpuTimes(procs)
+			for i := range after {
+				cpu[t.name][i] += after[i] - before[i]
+			}
+			cpuCalls[t.name] += n
 			thr[t.name] = append(thr[t.name], float64(n)/duration.Seconds())
 			if t.name == "interlock" {
 				relayed += 2*int64(calls) + n
@@ -333,8 +346,45 @@ func run(calls, clients int, duration time.Duration, rounds int) error {
 	fmt.Printf("baseline with every process on one CPU: the reverse proxy adds %s\n", us(pp("reverse-proxy", .5)-pp("direct", .5)))
 	fmt.Printf("throughput kept with %d clients: %.0f%% (target ≥ 60%%)\n", clients, ratio*100)
 	fmt.Printf("allocated by interlock per relayed call: %.1f KiB (target ≤ 64 KiB; %d calls, includes idle background work)\n", perCall/1024, relayed)
+	fmt.Printf("\nCPU time per call in the throughput rounds (user + system):\n\n| target | clients | acme | the proxy (reverse proxy or interlock) | all |\n|---|---|---|---|---|\n")
+	for _, t := range targets {
+		c, n := cpu[t.name], float64(cpuCalls[t.name])
+		per := func(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Microseconds())/n) }
+		proxy := c[2] + c[3] // only the target's own proxy is busy in its rounds
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, per(c[0]), per(c[1]), per(proxy), per(c[0]+c[1]+proxy))
+	}
 	return nil
 }
+
+// cpuTimes returns the CPU time (user + system) used so far by this process
+// and by each of procs (acme, interlock, the reverse proxy).
+func cpuTimes(procs []*proc) [4]time.Duration {
+	var out [4]time.Duration
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		out[0] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for i, p := range procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// the first, utime the 12th and stime the 13th.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[i+1] = time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times (100 on
+// every Linux architecture Go supports).
+const clockTicks = 100
 
 // benchPolicy decides the benchmark's echo calls: several rules are
 // evaluated, one allows.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,16 @@ func (c *cli) serveCmd() *cobra.Command {
 // listener is open.
 func (c *cli) serve(ctx context.Context, cfg *config.Config, ready func(addr string)) error {
 	log := c.logger(cfg)
+	if path := os.Getenv("INTERLOCK_CPUPROFILE"); path != "" {
+		// For performance work (docs/performance.md): a CPU profile of the
+		// whole run, written when the gateway stops.
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		log.Info("writing a CPU profile until the gateway stops", "file", path)
+	}
 	a, err := app.New(ctx, cfg, app.Options{Logger: log})
 	if err != nil {
 		return err
@@ -54,4 +65,20 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready func(addr str
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	return a.Serve(ctx, ln, hup)
+}
+
+// startCPUProfile starts a CPU profile into path and returns what stops it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("INTERLOCK_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("INTERLOCK_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
