@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -20,10 +21,12 @@ var zeroHash = make([]byte, hashSize)
 
 const auditCols = `seq, at, type, call_id, agent_id, data, prev_hash, hash`
 
-// insertAuditBatch is how many events one INSERT statement carries. A
-// multi-row INSERT saves most of the per-statement cost of the driver, which
-// dominates a single small row.
-const insertAuditBatch = 32
+// insertAuditBatch is how many events one INSERT statement carries at most.
+// A multi-row INSERT saves most of the per-statement cost of the driver,
+// which dominates a single small row; statements for 1, 2, 4, ... 32 rows
+// are prepared, and a batch takes the largest that fit, so that k events
+// take at most about log2(k) statements.
+const insertAuditBatch = 1 << (len(Store{}.insAudit) - 1)
 
 // auditInsertSQL returns an INSERT of n audit rows.
 func auditInsertSQL(n int) string {
@@ -58,8 +61,6 @@ func (s *Store) prepareAudit(ctx context.Context) error {
 		db  *sql.DB
 		sql string
 	}{
-		{&s.insAudit1, s.w, auditInsertSQL(1)},
-		{&s.insAuditN, s.w, auditInsertSQL(insertAuditBatch)},
 		{&s.headW, s.w, headSQL},
 		{&s.headR, s.r, headSQL},
 		{&s.budgetSum, s.w, budgetSumSQL},
@@ -71,6 +72,13 @@ func (s *Store) prepareAudit(ctx context.Context) error {
 			return fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		*p.dst = st
+	}
+	for i := range s.insAudit {
+		st, err := s.w.PrepareContext(ctx, auditInsertSQL(1<<i))
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		s.insAudit[i] = st
 	}
 	return nil
 }
@@ -156,28 +164,18 @@ func (s *Store) appendAudit(ctx context.Context, build func(head store.AuditHead
 			return err
 		}
 		args := make([]any, 0, 8*insertAuditBatch)
-		if len(evs) >= insertAuditBatch {
-			stmt := tx.StmtContext(ctx, s.insAuditN)
-			for len(evs) >= insertAuditBatch {
-				args = args[:0]
-				for _, e := range evs[:insertAuditBatch] {
-					args = auditArgs(args, e)
-				}
-				if _, err := stmt.ExecContext(ctx, args...); err != nil {
-					return stale(fmt.Errorf("insert audit events from %d: %w", evs[0].Seq, mapErr(err)))
-				}
-				first = false
-				evs = evs[insertAuditBatch:]
+		for len(evs) > 0 {
+			i := min(bits.Len(uint(len(evs))), len(s.insAudit)) - 1 // the largest statement that fits
+			n := 1 << i
+			args = args[:0]
+			for _, e := range evs[:n] {
+				args = auditArgs(args, e)
 			}
-		}
-		if len(evs) > 0 {
-			stmt := tx.StmtContext(ctx, s.insAudit1)
-			for _, e := range evs {
-				if _, err := stmt.ExecContext(ctx, auditArgs(args[:0], e)...); err != nil {
-					return stale(fmt.Errorf("insert audit event %d: %w", e.Seq, mapErr(err)))
-				}
-				first = false
+			if _, err := tx.StmtContext(ctx, s.insAudit[i]).ExecContext(ctx, args...); err != nil {
+				return stale(fmt.Errorf("insert audit events from %d: %w", evs[0].Seq, mapErr(err)))
 			}
+			first = false
+			evs = evs[n:]
 		}
 		if len(creds) > 0 {
 			if picked, err = s.insertCredentials(ctx, tx, creds); err != nil {

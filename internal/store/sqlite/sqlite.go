@@ -56,18 +56,17 @@ type Store struct {
 	log *slog.Logger
 	now func() time.Time
 
-	lookupStmt *sql.Stmt // LookupPrincipal, the hot path
-	genStmt    *sql.Stmt // Generation, read by every principal cache
-	insAudit1  *sql.Stmt // AppendAudit: one row, on the writer
-	insAuditN  *sql.Stmt // AppendAudit: insertAuditBatch rows, on the writer
-	headW      *sql.Stmt // the audit head, on the writer (inside AppendAudit)
-	headR      *sql.Stmt // the audit head, on the readers
-	budgetSum  *sql.Stmt // ChargeBudget's check, on the writer
-	budgetAdd  *sql.Stmt // ChargeBudget's charge, on the writer
-	insCred    *sql.Stmt // CreateCredential, on the writer (one per gated call)
-	pickCred   *sql.Stmt // AppendAudit: a credential at a random index, on the writer
-	consCred   *sql.Stmt // ConsumeCredential, on the writer (one per forwarded call)
-	getCred    *sql.Stmt // GetCredential, on the readers (credential verification)
+	lookupStmt *sql.Stmt    // LookupPrincipal, the hot path
+	genStmt    *sql.Stmt    // Generation, read by every principal cache
+	insAudit   [6]*sql.Stmt // AppendAudit: 1, 2, 4, ... 32 rows, on the writer
+	headW      *sql.Stmt    // the audit head, on the writer (inside AppendAudit)
+	headR      *sql.Stmt    // the audit head, on the readers
+	budgetSum  *sql.Stmt    // ChargeBudget's check, on the writer
+	budgetAdd  *sql.Stmt    // ChargeBudget's charge, on the writer
+	insCred    *sql.Stmt    // CreateCredential, on the writer (one per gated call)
+	pickCred   *sql.Stmt    // AppendAudit: a credential at a random index, on the writer
+	consCred   *sql.Stmt    // ConsumeCredential, on the writer (one per forwarded call)
+	getCred    *sql.Stmt    // GetCredential, on the readers (credential verification)
 
 	// head is the audit chain's head as this store's last append left it
 	// (nil: unknown, read it), so that an append need not read it first.
@@ -199,7 +198,7 @@ func dsn(name string, writer, memory bool) string {
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.lookupStmt, s.genStmt, s.insAudit1, s.insAuditN, s.headW, s.headR, s.budgetSum, s.budgetAdd, s.insCred, s.pickCred, s.consCred, s.getCred} {
+	for _, st := range append(s.insAudit[:], s.lookupStmt, s.genStmt, s.headW, s.headR, s.budgetSum, s.budgetAdd, s.insCred, s.pickCred, s.consCred, s.getCred) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
