@@ -296,44 +296,62 @@ func keyFolds(raw []byte, want string) bool {
 // its key as written (quoted) and the span of its value. It scans through
 // the closing brace, so a malformed object is an error.
 func eachMember(obj []byte, open int, fn func(rawKey []byte, vs, ve int) error) error {
-	i := skipSpace(obj, open+1)
-	if i < len(obj) && obj[i] == '}' {
-		return nil
+	_, err := scanObject(obj, open, 0, fn)
+	return err
+}
+
+// scanObject scans the object opening at b[open], nested depth deep,
+// calling fn (if not nil) with each member, and returns the index just
+// past its closing brace.
+func scanObject(b []byte, open, depth int, fn func(rawKey []byte, vs, ve int) error) (int, error) {
+	j := skipSpace(b, open+1)
+	if j < len(b) && b[j] == '}' {
+		return j + 1, nil
 	}
 	for {
-		if i >= len(obj) || obj[i] != '"' {
-			return errors.New("malformed object: expected a key")
+		if j >= len(b) || b[j] != '"' {
+			return 0, errors.New("malformed object: expected a key")
 		}
-		ke, err := skipString(obj, i)
+		k, err := skipString(b, j)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		rawKey := obj[i:ke]
-		i = skipSpace(obj, ke)
-		if i >= len(obj) || obj[i] != ':' {
-			return errors.New("malformed object: expected ':'")
+		rawKey := b[j:k]
+		j = skipSpace(b, k)
+		if j >= len(b) || b[j] != ':' {
+			return 0, errors.New("malformed object: expected ':'")
 		}
-		vs := skipSpace(obj, i+1)
-		ve, err := skipValue(obj, vs, 0)
+		vs := skipSpace(b, j+1)
+		ve, err := skipValue(b, vs, depth+1)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		if err := fn(rawKey, vs, ve); err != nil {
-			return err
+		if fn != nil {
+			if err := fn(rawKey, vs, ve); err != nil {
+				return 0, err
+			}
 		}
-		i = skipSpace(obj, ve)
-		if i >= len(obj) {
-			return errors.New("malformed object: unterminated")
-		}
-		switch obj[i] {
-		case ',':
-			i = skipSpace(obj, i+1)
-		case '}':
-			return nil
-		default:
-			return errors.New("malformed object: expected ',' or '}'")
+		var done bool
+		if j, done, err = afterElement(b, ve, '}', "object"); err != nil || done {
+			return j, err
 		}
 	}
+}
+
+// afterElement looks past an element of an array or object (closed by
+// end) that ended at b[j]: done at the closing bracket (j then just past
+// it), or j at the next element after a comma.
+func afterElement(b []byte, j int, end byte, what string) (next int, done bool, err error) {
+	j = skipSpace(b, j)
+	switch {
+	case j >= len(b):
+		return 0, false, fmt.Errorf("malformed %s: unterminated", what)
+	case b[j] == end:
+		return j + 1, true, nil
+	case b[j] != ',':
+		return 0, false, fmt.Errorf("malformed %s: expected ',' or '%c'", what, end)
+	}
+	return skipSpace(b, j+1), false, nil
 }
 
 // keyIs reports whether the quoted JSON string raw decodes to want.
@@ -452,58 +470,21 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	case c == '"':
 		return skipString(b, i)
 	case c == '{':
-		j := skipSpace(b, i+1)
-		if j < len(b) && b[j] == '}' {
-			return j + 1, nil
-		}
-		for {
-			if j >= len(b) || b[j] != '"' {
-				return 0, errors.New("malformed object: expected a key")
-			}
-			k, err := skipString(b, j)
-			if err != nil {
-				return 0, err
-			}
-			j = skipSpace(b, k)
-			if j >= len(b) || b[j] != ':' {
-				return 0, errors.New("malformed object: expected ':'")
-			}
-			if j, err = skipValue(b, skipSpace(b, j+1), depth+1); err != nil {
-				return 0, err
-			}
-			j = skipSpace(b, j)
-			if j >= len(b) {
-				return 0, errors.New("malformed object: unterminated")
-			}
-			if b[j] == '}' {
-				return j + 1, nil
-			}
-			if b[j] != ',' {
-				return 0, errors.New("malformed object: expected ',' or '}'")
-			}
-			j = skipSpace(b, j+1)
-		}
+		return scanObject(b, i, depth, nil)
 	case c == '[':
 		j := skipSpace(b, i+1)
 		if j < len(b) && b[j] == ']' {
 			return j + 1, nil
 		}
 		for {
-			var err error
-			if j, err = skipValue(b, j, depth+1); err != nil {
+			e, err := skipValue(b, j, depth+1)
+			if err != nil {
 				return 0, err
 			}
-			j = skipSpace(b, j)
-			if j >= len(b) {
-				return 0, errors.New("malformed array: unterminated")
+			var done bool
+			if j, done, err = afterElement(b, e, ']', "array"); err != nil || done {
+				return j, err
 			}
-			if b[j] == ']' {
-				return j + 1, nil
-			}
-			if b[j] != ',' {
-				return 0, errors.New("malformed array: expected ',' or ']'")
-			}
-			j = skipSpace(b, j+1)
 		}
 	case c == 't':
 		return skipLiteral(b, i, "true")

@@ -164,18 +164,24 @@ func TestRefusesNewerDatabase(t *testing.T) {
 // TestTwoStoresOneFile stands for two processes on one database file: their
 // writers are separate connections, so serialisation rests on BEGIN
 // IMMEDIATE and busy_timeout, not on the in-process single writer.
-func TestTwoStoresOneFile(t *testing.T) {
-	ctx := t.Context()
+// twoStores opens two stores on one new file, as two processes would.
+func twoStores(t *testing.T) [2]*Store {
 	path := filepath.Join(t.TempDir(), "interlock.db")
 	var stores [2]*Store
 	for i := range stores {
-		s, err := Open(ctx, Options{Logger: quiet(), Path: path})
+		s, err := Open(t.Context(), Options{Logger: quiet(), Path: path})
 		if err != nil {
 			t.Fatalf("Open #%d: %v", i, err)
 		}
-		defer s.Close()
+		t.Cleanup(func() { s.Close() })
 		stores[i] = s
 	}
+	return stores
+}
+
+func TestTwoStoresOneFile(t *testing.T) {
+	ctx := t.Context()
+	stores := twoStores(t)
 	if err := stores[0].CreateUser(ctx, store.User{ID: "u1", Email: "a@example.com", Active: true}); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
@@ -334,16 +340,7 @@ func TestAuditIndexesDropped(t *testing.T) {
 // event linked to the one before.
 func TestTwoStoresOneChain(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "interlock.db")
-	var stores [2]*Store
-	for i := range stores {
-		s, err := Open(ctx, Options{Logger: quiet(), Path: path})
-		if err != nil {
-			t.Fatalf("Open #%d: %v", i, err)
-		}
-		defer s.Close()
-		stores[i] = s
-	}
+	stores := twoStores(t)
 	appendOne := func(s *Store, tag string) error {
 		return s.AppendAudit(ctx, func(h store.AuditHead) ([]store.AuditEvent, error) {
 			sum := sha256.Sum256(append(append([]byte(tag), h.Hash...), byte(h.Seq)))
