@@ -749,3 +749,29 @@ func TestCredentialRawPassThrough(t *testing.T) {
 		}
 	})
 }
+
+// Through the relay: a call whose tool name or arguments are spelled twice
+// (in two cases, or twice alike) is answered with an error naming the
+// member, and the upstream never sees it.
+func TestAmbiguousCallNotForwarded(t *testing.T) {
+	ce := newCredEnv(t)
+	sid, ver := ce.rawSession(t, "/mcp/acme", "2025-11-25")
+	for i, params := range []string{
+		`{"name":"meta","Name":"other","arguments":{"text":"ambiguous-0"}}`,
+		`{"name":"meta","arguments":{"text":"ambiguous-1"},"Arguments":{"text":"x"}}`,
+		`{"name":"meta","name":"meta","arguments":{"text":"ambiguous-2"}}`,
+	} {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":%s}`, 40+i, params)
+		status, _, msgs := ce.post("/mcp/acme", ce.token, sid, body, ver)
+		if status != http.StatusOK || len(msgs) != 1 {
+			t.Fatalf("case %d: HTTP %d, %d messages", i, status, len(msgs))
+		}
+		e, _ := msgs[0]["error"].(map[string]any)
+		if msg, _ := e["message"].(string); !strings.Contains(msg, "parsers disagree") {
+			t.Errorf("case %d: answer %v, want an error about the ambiguous member", i, msgs[0])
+		}
+		if c := ce.logs["acme"].call(fmt.Sprintf("ambiguous-%d", i)); c != nil {
+			t.Errorf("case %d: the upstream received the call", i)
+		}
+	}
+}

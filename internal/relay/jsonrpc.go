@@ -55,6 +55,16 @@ type envelope struct {
 
 var errNotJSONRPC = errors.New("not a JSON-RPC 2.0 message")
 
+// envelopeKeys are the members of a message the relay reads; paramKeys
+// and metaKeys those of a gated request's params and of their _meta that
+// interlock reads. Each must appear at most once, and not beside another
+// spelling of itself (see checkMembers).
+var (
+	envelopeKeys = []string{"jsonrpc", "id", "method", "params", "result", "error"}
+	paramKeys    = []string{"name", "uri", "arguments", "_meta"}
+	metaKeys     = []string{MetaCredential, "io.interlock/intent", "progressToken"}
+)
+
 // parseMessage decodes one JSON-RPC message. It keeps raw (not a copy).
 func parseMessage(raw []byte) (message, error) {
 	var e envelope
@@ -63,6 +73,9 @@ func parseMessage(raw []byte) (message, error) {
 	}
 	if e.JSONRPC != "2.0" {
 		return message{}, fmt.Errorf("%w: jsonrpc must be \"2.0\"", errNotJSONRPC)
+	}
+	if err := checkMembers(raw, envelopeKeys...); err != nil {
+		return message{}, fmt.Errorf("%w: %w", errNotJSONRPC, err)
 	}
 	if isJSONNull(e.ID) {
 		// MCP forbids null ids; a null id is only legal on an error response
@@ -222,6 +235,16 @@ func gatedName(m *message) (string, error) {
 	}
 	if err := json.Unmarshal(m.Params, &p); err != nil {
 		return "", fmt.Errorf("params: %w", err)
+	}
+	if err := checkMembers(m.Params, paramKeys...); err != nil {
+		return "", fmt.Errorf("params: %w", err)
+	}
+	if open := skipSpace(m.Params, 0); open < len(m.Params) && m.Params[open] == '{' {
+		if sp, err := findMembers(m.Params, open, []string{"_meta"}); err == nil && sp[0].found {
+			if err := checkMembers(m.Params[sp[0].vs:sp[0].ve], metaKeys...); err != nil {
+				return "", fmt.Errorf("params._meta: %w", err)
+			}
+		}
 	}
 	if m.Method == "resources/read" {
 		if p.URI == "" {

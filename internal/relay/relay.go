@@ -554,6 +554,20 @@ func (t *tracker) attach(m *message) error {
 	if t == nil || t.credential == "" {
 		return nil
 	}
+	v, err := encodeValue(t.credential)
+	if err != nil {
+		return fmt.Errorf("attaching the credential: %w", err)
+	}
+	// One splice of the whole message where it can be done (then params
+	// is found again in the result), else params first, then the message.
+	if raw, err := spliceSet(m.Raw, []string{"params", "_meta"}, []member{{MetaCredential, v}}); err == nil {
+		if open, err := wholeObject(raw); err == nil {
+			if sp, err := findMembers(raw, open, []string{"params"}); err == nil && sp[0].found {
+				m.Raw, m.Params, m.credential = raw, raw[sp[0].vs:sp[0].ve], t.credential
+				return nil
+			}
+		}
+	}
 	params, err := setMeta(m.Params, MetaCredential, t.credential)
 	if err != nil {
 		return fmt.Errorf("attaching the credential: %w", err)

@@ -76,12 +76,13 @@ func spliceSet(obj []byte, path []string, set []member) ([]byte, error) {
 		s := spans[0]
 		if !s.found || isJSONNull(obj[s.vs:s.ve]) {
 			// Create the rest of the path here.
-			var nested []byte
-			nested = appendNested(nested, path[depth+1:], set)
 			if s.found {
+				nested := appendNested(nil, path[depth+1:], set)
 				return applyEdits(obj, []edit{{s.vs, s.ve, nested}}), nil
 			}
-			ins := appendMember(nil, path[depth], nested)
+			ins := make([]byte, 0, len(path[depth])+4+nestedSize(path[depth+1:], set))
+			ins = appendString(ins, path[depth])
+			ins = appendNested(append(ins, ':'), path[depth+1:], set)
 			return applyEdits(obj, []edit{insertion(obj, open, ins)}), nil
 		}
 		open = s.vs
@@ -153,14 +154,7 @@ func applyEdits(obj []byte, edits []edit) []byte {
 
 // appendNested appends {"p0":{"p1":{...set...}}}.
 func appendNested(b []byte, path []string, set []member) []byte {
-	n := 2
-	for _, p := range path {
-		n += len(p) + 5
-	}
-	for _, m := range set {
-		n += len(m.key) + 4 + len(m.value)
-	}
-	b = slices.Grow(b, n)
+	b = slices.Grow(b, nestedSize(path, set))
 	for _, p := range path {
 		b = append(b, '{')
 		b = appendMember(b, p, nil)
@@ -177,6 +171,19 @@ func appendNested(b []byte, path []string, set []member) []byte {
 		b = append(b, '}')
 	}
 	return b
+}
+
+// nestedSize is about what appendNested appends (exactly, for keys
+// without characters to escape), plus one for a separator.
+func nestedSize(path []string, set []member) int {
+	n := 3
+	for _, p := range path {
+		n += len(p) + 4
+	}
+	for _, m := range set {
+		n += len(m.key) + 4 + len(m.value)
+	}
+	return n
 }
 
 // appendMember appends "key":value (value may be nil, to be followed by
@@ -258,7 +265,7 @@ func findMembers(obj []byte, open int, keys []string) ([]span, error) {
 // errFolded: an object has a key that encoding/json would take for one
 // the caller looks for (it matches names case-insensitively) without
 // being exactly it.
-var errFolded = errors.New("a key differs from a wanted one only in case")
+var errFolded = errors.New("a member name that differs only in case")
 
 // findExact is findMembers that also refuses (errFolded) a key encoding/json
 // would match to one of keys without it being exactly that key, so that
@@ -273,7 +280,7 @@ func findExact(obj []byte, open int, keys ...string) ([]span, error) {
 				}
 				spans[k] = span{found: true, vs: vs, ve: ve}
 			} else if len(rawKey)-2 >= len(want) && keyFolds(rawKey, want) {
-				return errFolded
+				return fmt.Errorf("%w: %s besides %q", errFolded, rawKey, want)
 			}
 		}
 		return nil
@@ -282,6 +289,24 @@ func findExact(obj []byte, open int, keys ...string) ([]span, error) {
 		return nil, err
 	}
 	return spans, nil
+}
+
+// checkMembers refuses an object in which one of keys appears twice, or
+// with another key that differs from it only in case. Decoders disagree on
+// what such an object says (encoding/json matches member names without
+// regard to case and keeps the last duplicate; others match exactly, and
+// some keep the first), and interlock must decide on what the upstream
+// will read. Anything but a well-formed object passes: its decoder reports
+// it.
+func checkMembers(obj []byte, keys ...string) error {
+	open := skipSpace(obj, 0)
+	if open >= len(obj) || obj[open] != '{' {
+		return nil
+	}
+	if _, err := findExact(obj, open, keys...); errors.Is(err, errDuplicateKey) || errors.Is(err, errFolded) {
+		return fmt.Errorf("%w (refused: parsers disagree on which one counts)", err)
+	}
+	return nil
 }
 
 // keyFolds reports whether the quoted JSON string raw equals want ignoring
