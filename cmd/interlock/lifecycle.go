@@ -58,6 +58,27 @@ func (c *cli) withLifecycleOr(ctx context.Context, rc *adminClient, fn func(*reg
 	return c.withLifecycle(ctx, fn)
 }
 
+// localOrRemote runs remote against the server the command names
+// (--server), or else local on the store of the configuration, and
+// returns what it got.
+func localOrRemote[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context, *registry.Lifecycle) (T, error)) (T, error) {
+	ctx := cmd.Context()
+	var out T
+	rc, err := c.remoteClient(cmd)
+	if err != nil {
+		return out, err
+	}
+	if rc != nil {
+		return remote(ctx, rc)
+	}
+	err = c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+		var err error
+		out, err = local(ctx, lc)
+		return err
+	})
+	return out, err
+}
+
 func tsText(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -225,25 +246,16 @@ until reassigned (agents reassign) or decommissioned.`,
 		Short: "Activate a user again (their orphaned agents stay orphaned until reassigned)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			rc, err := c.remoteClient(cmd)
+			u, err := localOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (store.User, error) {
+				return rc.activateUser(ctx, args[0], actReason)
+			}, func(ctx context.Context, lc *registry.Lifecycle) (store.User, error) {
+				return lc.ActivateUser(ctx, args[0], operator(), actReason)
+			})
 			if err != nil {
 				return err
 			}
-			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				var u store.User
-				var err error
-				if rc != nil {
-					u, err = rc.activateUser(ctx, args[0], actReason)
-				} else {
-					u, err = lc.ActivateUser(ctx, args[0], operator(), actReason)
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.stdout, "activated %s; agents orphaned meanwhile stay orphaned until reassigned\n", u.Email)
-				return nil
-			})
+			fmt.Fprintf(c.stdout, "activated %s; agents orphaned meanwhile stay orphaned until reassigned\n", u.Email)
+			return nil
 		},
 	}
 	activate.Flags().StringVar(&actReason, "reason", "", "why (recorded in the audit log)")
@@ -429,25 +441,16 @@ func (c *cli) agentChangeCmds(show *cobra.Command) []*cobra.Command {
 		Short: "Give an agent a new, active owner (an orphaned agent becomes active again)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			rc, err := c.remoteClient(cmd)
+			a, err := localOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (store.Agent, error) {
+				return rc.reassignAgent(ctx, args[0], to, reason)
+			}, func(ctx context.Context, lc *registry.Lifecycle) (store.Agent, error) {
+				return lc.ReassignAgent(ctx, args[0], to, operator(), reason)
+			})
 			if err != nil {
 				return err
 			}
-			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				var a store.Agent
-				var err error
-				if rc != nil {
-					a, err = rc.reassignAgent(ctx, args[0], to, reason)
-				} else {
-					a, err = lc.ReassignAgent(ctx, args[0], to, operator(), reason)
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.stdout, "agent %s now belongs to %s and is %s\n", a.ID, to, a.State)
-				return nil
-			})
+			fmt.Fprintf(c.stdout, "agent %s now belongs to %s and is %s\n", a.ID, to, a.State)
+			return nil
 		},
 	}
 	reassign.Flags().StringVar(&to, "to", "", "the new owner's email (required; must be active)")

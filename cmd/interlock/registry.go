@@ -496,28 +496,19 @@ func (c *cli) setUpstreamsCmd() *cobra.Command {
 		Short: "Choose the upstreams an agent may call (--all: every upstream)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			if all == (len(ups) > 0) {
 				return fmt.Errorf("give either --upstream (one or more) or --all")
 			}
-			rc, err := c.remoteClient(cmd)
+			a, err := localOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (store.Agent, error) {
+				return rc.setUpstreams(ctx, args[0], ups)
+			}, func(ctx context.Context, lc *registry.Lifecycle) (store.Agent, error) {
+				return lc.SetAllowedUpstreams(ctx, args[0], ups, operator())
+			})
 			if err != nil {
 				return err
 			}
-			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				var a store.Agent
-				var err error
-				if rc != nil {
-					a, err = rc.setUpstreams(ctx, args[0], ups)
-				} else {
-					a, err = lc.SetAllowedUpstreams(ctx, args[0], ups, operator())
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.stdout, "agent %s may call: %s\n", a.ID, upstreamsText(a.AllowedUpstreams))
-				return nil
-			})
+			fmt.Fprintf(c.stdout, "agent %s may call: %s\n", a.ID, upstreamsText(a.AllowedUpstreams))
+			return nil
 		},
 	}
 	cmd.Flags().StringArrayVar(&ups, "upstream", nil, "an upstream the agent may call (repeatable)")

@@ -127,6 +127,18 @@ func TestRemoteCLIAgainstARunningGateway(t *testing.T) {
 	if out, err := remote("users", "activate", "owner@example.com"); err != nil || !strings.Contains(out, "activated owner@example.com") {
 		t.Errorf("users activate --server: %v\n%s", err, out)
 	}
+	if out, err := remote("agents", "set-upstreams", "procurement-bot", "--upstream", "nowhere"); err != nil || !strings.Contains(out, "may call: nowhere") {
+		t.Errorf("agents set-upstreams --server: %v\n%s", err, out)
+	}
+	if r := call(); !r.isError {
+		t.Errorf("a call to acme after set-upstreams --upstream nowhere went through: %s", r.text)
+	}
+	if out, err := remote("agents", "set-upstreams", "procurement-bot", "--all"); err != nil || !strings.Contains(out, "may call: all") {
+		t.Errorf("agents set-upstreams --all --server: %v\n%s", err, out)
+	}
+	if r := call(); r.isError {
+		t.Errorf("call after set-upstreams --all: %s", r.text)
+	}
 
 	// Tokens.
 	out, err = remote("agents", "tokens", "create", "procurement-bot", "--ttl", "1h", "--json")
