@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -29,13 +30,12 @@ func (c *cli) approvalsCmd() *cobra.Command {
 			if state != "" && !store.ApprovalState(state).Valid() {
 				return fmt.Errorf("--state %q: want pending, approved, denied, expired or cancelled", state)
 			}
-			ctx := cmd.Context()
-			_, st, err := c.openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			list, err := st.ListApprovals(ctx, store.ApprovalFilter{State: store.ApprovalState(state), AgentID: agent, Limit: limit})
+			f := store.ApprovalFilter{State: store.ApprovalState(state), AgentID: agent, Limit: limit}
+			list, err := storeOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) ([]store.Approval, error) {
+				return rc.listApprovals(ctx, f)
+			}, func(ctx context.Context, st store.Store) ([]store.Approval, error) {
+				return st.ListApprovals(ctx, f)
+			})
 			if err != nil {
 				return err
 			}
@@ -64,6 +64,7 @@ func (c *cli) approvalsCmd() *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 50, "at most this many (0: all)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.addConfigFlag(list)
+	c.addServerFlags(list)
 
 	var showJSON bool
 	show := &cobra.Command{
@@ -71,13 +72,11 @@ func (c *cli) approvalsCmd() *cobra.Command {
 		Short: "Show one approval request with its votes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			_, st, err := c.openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			a, err := st.GetApproval(ctx, args[0])
+			a, err := storeOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (store.Approval, error) {
+				return rc.getApproval(ctx, args[0])
+			}, func(ctx context.Context, st store.Store) (store.Approval, error) {
+				return st.GetApproval(ctx, args[0])
+			})
 			if err != nil {
 				return fmt.Errorf("approval %q: %w", args[0], err)
 			}
@@ -126,6 +125,7 @@ func (c *cli) approvalsCmd() *cobra.Command {
 	}
 	show.Flags().BoolVar(&showJSON, "json", false, "print JSON")
 	c.addConfigFlag(show)
+	c.addServerFlags(show)
 	cmd.AddCommand(list, show)
 	return cmd
 }

@@ -146,14 +146,13 @@ func (c *cli) credentialsCmd() *cobra.Command {
 		Short: "List issued credentials, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			_, st, err := c.openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
 			now := time.Now()
-			creds, err := st.ListCredentials(ctx, store.CredentialFilter{AgentID: agent, Live: live, Now: now, Limit: limit})
+			f := store.CredentialFilter{AgentID: agent, Live: live, Now: now, Limit: limit}
+			creds, err := storeOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) ([]store.Credential, error) {
+				return rc.listCredentials(ctx, f)
+			}, func(ctx context.Context, st store.Store) ([]store.Credential, error) {
+				return st.ListCredentials(ctx, f)
+			})
 			if err != nil {
 				return err
 			}
@@ -178,6 +177,7 @@ func (c *cli) credentialsCmd() *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 100, "at most this many (0: all)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.addConfigFlag(list)
+	c.addServerFlags(list)
 
 	var file, callJSON string
 	var verifyJSON bool
@@ -253,6 +253,24 @@ Exit status 0: valid; 1: not valid (the reason is printed).`,
 				return errors.New("--reason is required: say why, it goes into the audit log")
 			}
 			ctx := cmd.Context()
+			rc, err := c.remoteClient(cmd)
+			if err != nil {
+				return err
+			}
+			if rc != nil {
+				// The gateway revokes it and records the audit event.
+				cr, err := rc.revokeCredential(ctx, args[0], reason)
+				if err != nil {
+					return err
+				}
+				if cr.RevokeReason != reason {
+					fmt.Fprintf(c.stdout, "credential %s was already revoked at %s (%s)\n", cr.ID, cr.RevokedAt.Format(time.RFC3339), cr.RevokeReason)
+					return nil
+				}
+				fmt.Fprintf(c.stdout, "revoked credential %s (agent %s, %s.%s); status list %s bit %d is set\n",
+					cr.ID, cr.AgentID, cr.Upstream, cr.Tool, cr.StatusList, cr.StatusIndex)
+				return nil
+			}
 			return c.withIssuer(ctx, func(cfg *config.Config, st store.Store, iss *credential.Issuer) error {
 				before, err := st.GetCredential(ctx, args[0])
 				if errors.Is(err, store.ErrNotFound) {
@@ -284,6 +302,7 @@ Exit status 0: valid; 1: not valid (the reason is printed).`,
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit log)")
 	c.addConfigFlag(revoke)
+	c.addServerFlags(revoke)
 
 	cmd.AddCommand(list, verify, revoke)
 	return cmd

@@ -79,6 +79,25 @@ func localOrRemote[T any](c *cli, cmd *cobra.Command, remote func(context.Contex
 	return out, err
 }
 
+// storeOrRemote is localOrRemote for commands that read the store.
+func storeOrRemote[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context, store.Store) (T, error)) (T, error) {
+	ctx := cmd.Context()
+	var out T
+	rc, err := c.remoteClient(cmd)
+	if err != nil {
+		return out, err
+	}
+	if rc != nil {
+		return remote(ctx, rc)
+	}
+	_, st, err := c.openStore(ctx)
+	if err != nil {
+		return out, err
+	}
+	defer st.Close()
+	return local(ctx, st)
+}
+
 func tsText(t time.Time) string {
 	if t.IsZero() {
 		return ""

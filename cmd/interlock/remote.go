@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,8 +24,9 @@ import (
 
 // The CLI against a running gateway: with --server URL (env
 // INTERLOCK_SERVER) and --admin-token T (env INTERLOCK_ADMIN_TOKEN), the
-// users, agents, tokens, stop and resume commands call the gateway's admin
-// API (/api/v1) instead of opening the store, and print the same output.
+// users, agents, tokens, stop, resume, approvals list|show and credentials
+// list|revoke commands call the gateway's admin API (/api/v1) instead of
+// opening the store, and print the same output.
 // The gateway applies the change itself: it closes the agents' open
 // sessions at once and audits the change as "admin:<token name>".
 
@@ -310,6 +312,56 @@ func (a *adminClient) listTokens(ctx context.Context, agentID string) ([]store.A
 
 func (a *adminClient) revokeToken(ctx context.Context, agentID, tokenID string) error {
 	return a.do(ctx, "POST", "/agents/"+esc(agentID)+"/tokens/"+esc(tokenID)+"/revoke", nil, map[string]string{}, nil)
+}
+
+func (a *adminClient) listApprovals(ctx context.Context, f store.ApprovalFilter) ([]store.Approval, error) {
+	q := url.Values{"limit": {strconv.Itoa(f.Limit)}}
+	if f.State != "" {
+		q.Set("state", string(f.State))
+	}
+	if f.AgentID != "" {
+		q.Set("agent", f.AgentID)
+	}
+	var as []adminapi.Approval
+	if err := a.do(ctx, "GET", "/approvals", q, nil, &as); err != nil {
+		return nil, err
+	}
+	out := make([]store.Approval, 0, len(as))
+	for _, ap := range as {
+		out = append(out, ap.Store())
+	}
+	return out, nil
+}
+
+func (a *adminClient) getApproval(ctx context.Context, id string) (store.Approval, error) {
+	var ap adminapi.Approval
+	err := a.do(ctx, "GET", "/approvals/"+esc(id), nil, nil, &ap)
+	return ap.Store(), err
+}
+
+func (a *adminClient) listCredentials(ctx context.Context, f store.CredentialFilter) ([]store.Credential, error) {
+	q := url.Values{"limit": {strconv.Itoa(f.Limit)}}
+	if f.AgentID != "" {
+		q.Set("agent", f.AgentID)
+	}
+	if f.Live {
+		q.Set("live", "true")
+	}
+	var cs []adminapi.Credential
+	if err := a.do(ctx, "GET", "/credentials", q, nil, &cs); err != nil {
+		return nil, err
+	}
+	out := make([]store.Credential, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.Store())
+	}
+	return out, nil
+}
+
+func (a *adminClient) revokeCredential(ctx context.Context, id, reason string) (store.Credential, error) {
+	var c adminapi.Credential
+	err := a.do(ctx, "POST", "/credentials/"+esc(id)+"/revoke", nil, map[string]string{"reason": reason}, &c)
+	return c.Store(), err
 }
 
 // stopResume posts an emergency stop (or resume).

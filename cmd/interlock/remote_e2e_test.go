@@ -67,6 +67,41 @@ func TestRemoteCLIAgainstARunningGateway(t *testing.T) {
 	if r := call(); r.isError {
 		t.Fatalf("first call: %s", r.text)
 	}
+	// Credentials and approvals read over --server print what the local
+	// store prints.
+	for _, args := range [][]string{
+		{"credentials", "list", "--json"}, {"credentials", "list"}, {"credentials", "list", "--live", "--agent", "procurement-bot", "--json"},
+		{"approvals", "list", "--json"}, {"approvals", "list", "--state", "pending"},
+	} {
+		local, _, err := run(t, append(args, "--config", e.cfg)...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		rem, err := remote(args...)
+		if err != nil {
+			t.Fatalf("%v --server: %v", args, err)
+		}
+		if rem != local {
+			t.Errorf("%v: --server prints\n%s\nthe local store\n%s", args, rem, local)
+		}
+	}
+	var creds []struct{ ID, State string }
+	out, err = remote("credentials", "list", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &creds) != nil || len(creds) != 1 {
+		t.Fatalf("credentials list --server --json: %v\n%s", err, out)
+	}
+	if out, err := remote("credentials", "revoke", creds[0].ID, "--reason", "drill"); err != nil || !strings.Contains(out, "revoked credential "+creds[0].ID) {
+		t.Errorf("credentials revoke --server: %v\n%s", err, out)
+	}
+	if out, err := remote("credentials", "revoke", creds[0].ID, "--reason", "again"); err != nil || !strings.Contains(out, "was already revoked") || !strings.Contains(out, "drill") {
+		t.Errorf("credentials revoke --server, twice: %v\n%s", err, out)
+	}
+	if out, err := remote("credentials", "list", "--json"); err != nil || !strings.Contains(out, `"state":"revoked"`) {
+		t.Errorf("credentials list --server after revoke: %v\n%s", err, out)
+	}
+	if _, err := remote("approvals", "show", "no-such-approval"); err == nil || !strings.Contains(err.Error(), "no approval") {
+		t.Errorf("approvals show --server of an unknown id: %v", err)
+	}
 	out, err = remote("agents", "suspend", "procurement-bot", "--reason", "incident 9")
 	if err != nil || !strings.Contains(out, "suspended: 1 agent(s) changed") || !strings.Contains(out, "the gateway refuses these agents from now on") {
 		t.Fatalf("agents suspend --server: %v\n%s", err, out)

@@ -243,6 +243,27 @@ func ApprovalOf(a store.Approval) Approval {
 	return out
 }
 
+// Store is the stored approval the view shows (without the owner's id,
+// the client data and the votes' evidence).
+func (a Approval) Store() store.Approval {
+	var votes []store.ApprovalVote
+	for _, v := range a.Votes {
+		votes = append(votes, store.ApprovalVote{Email: v.Email, Approve: v.Approve, Reason: v.Reason, Method: v.Method, At: v.At})
+	}
+	return store.Approval{ID: a.ID, State: store.ApprovalState(a.State), AgentID: a.AgentID, Upstream: a.Upstream, Tool: a.Tool,
+		ArgsDigest: a.ArgsDigest, Arguments: a.Arguments, Rule: a.Rule, Approvers: a.Approvers, Quorum: a.Quorum,
+		SeparationOfDuties: a.SeparationOfDuties, BindingMessage: a.BindingMessage, RiskScore: a.RiskScore, Source: a.Source,
+		DecisionID: a.DecisionID, CreatedAt: a.CreatedAt, ExpiresAt: a.ExpiresAt, DecidedAt: a.DecidedAt, Reason: a.Reason, Votes: votes}
+}
+
+// Store is the stored credential the view shows (without the time of its
+// last use).
+func (c Credential) Store() store.Credential {
+	return store.Credential{ID: c.ID, AgentID: c.AgentID, DecisionID: c.DecisionID, Upstream: c.Upstream, Tool: c.Tool,
+		ArgsDigest: c.ArgsDigest, KeyID: c.KeyID, StatusList: c.StatusList, StatusIndex: c.StatusIndex,
+		IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Uses: c.Uses, Used: c.Used, RevokedAt: c.RevokedAt, RevokeReason: c.RevokeReason}
+}
+
 // CredentialOf is the view of a stored credential at now.
 func CredentialOf(c store.Credential, now time.Time) Credential {
 	state := "live"
