@@ -58,44 +58,45 @@ func (c *cli) withLifecycleOr(ctx context.Context, rc *adminClient, fn func(*reg
 	return c.withLifecycle(ctx, fn)
 }
 
-// localOrRemote runs remote against the server the command names
-// (--server), or else local on the store of the configuration, and
-// returns what it got.
-func localOrRemote[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context, *registry.Lifecycle) (T, error)) (T, error) {
-	ctx := cmd.Context()
-	var out T
+// remoteOr runs remote against the server the command names (--server),
+// or else local.
+func remoteOr[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context) (T, error)) (T, error) {
 	rc, err := c.remoteClient(cmd)
 	if err != nil {
-		return out, err
+		var zero T
+		return zero, err
 	}
 	if rc != nil {
-		return remote(ctx, rc)
+		return remote(cmd.Context(), rc)
 	}
-	err = c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-		var err error
-		out, err = local(ctx, lc)
-		return err
-	})
-	return out, err
+	return local(cmd.Context())
 }
 
-// storeOrRemote is localOrRemote for commands that read the store.
+// localOrRemote is remoteOr with local run on the lifecycle over the
+// configured store.
+func localOrRemote[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context, *registry.Lifecycle) (T, error)) (T, error) {
+	return remoteOr(c, cmd, remote, func(ctx context.Context) (T, error) {
+		var out T
+		err := c.withLifecycle(ctx, func(lc *registry.Lifecycle, _ *registry.Registry) error {
+			var err error
+			out, err = local(ctx, lc)
+			return err
+		})
+		return out, err
+	})
+}
+
+// storeOrRemote is remoteOr with local run on the configured store.
 func storeOrRemote[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context, store.Store) (T, error)) (T, error) {
-	ctx := cmd.Context()
-	var out T
-	rc, err := c.remoteClient(cmd)
-	if err != nil {
-		return out, err
-	}
-	if rc != nil {
-		return remote(ctx, rc)
-	}
-	_, st, err := c.openStore(ctx)
-	if err != nil {
-		return out, err
-	}
-	defer st.Close()
-	return local(ctx, st)
+	return remoteOr(c, cmd, remote, func(ctx context.Context) (T, error) {
+		_, st, err := c.openStore(ctx)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		defer st.Close()
+		return local(ctx, st)
+	})
 }
 
 func tsText(t time.Time) string {

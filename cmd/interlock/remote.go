@@ -177,6 +177,19 @@ func reportOf(err error) (registry.Report, bool) {
 
 // ---- the calls the commands make ----
 
+// getList GETs a list of views from path and returns what they show.
+func getList[V interface{ Store() S }, S any](ctx context.Context, a *adminClient, path string, q url.Values) ([]S, error) {
+	var vs []V
+	if err := a.do(ctx, "GET", path, q, nil, &vs); err != nil {
+		return nil, err
+	}
+	out := make([]S, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, v.Store())
+	}
+	return out, nil
+}
+
 func (a *adminClient) createUser(ctx context.Context, spec registry.UserSpec) (store.User, error) {
 	var u adminapi.User
 	err := a.do(ctx, "POST", "/users", nil, map[string]any{"email": spec.Email, "name": spec.Name, "roles": spec.Roles}, &u)
@@ -184,15 +197,7 @@ func (a *adminClient) createUser(ctx context.Context, spec registry.UserSpec) (s
 }
 
 func (a *adminClient) listUsers(ctx context.Context) ([]store.User, error) {
-	var us []adminapi.User
-	if err := a.do(ctx, "GET", "/users", nil, nil, &us); err != nil {
-		return nil, err
-	}
-	out := make([]store.User, 0, len(us))
-	for _, u := range us {
-		out = append(out, u.Store())
-	}
-	return out, nil
+	return getList[adminapi.User](ctx, a, "/users", nil)
 }
 
 func (a *adminClient) showUser(ctx context.Context, ref string) (store.User, []store.Agent, error) {
@@ -299,15 +304,7 @@ func (a *adminClient) createToken(ctx context.Context, agentID string, ttl time.
 }
 
 func (a *adminClient) listTokens(ctx context.Context, agentID string) ([]store.AgentToken, error) {
-	var ts []adminapi.Token
-	if err := a.do(ctx, "GET", "/agents/"+esc(agentID)+"/tokens", nil, nil, &ts); err != nil {
-		return nil, err
-	}
-	out := make([]store.AgentToken, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, t.Store())
-	}
-	return out, nil
+	return getList[adminapi.Token](ctx, a, "/agents/"+esc(agentID)+"/tokens", nil)
 }
 
 func (a *adminClient) revokeToken(ctx context.Context, agentID, tokenID string) error {
@@ -322,15 +319,7 @@ func (a *adminClient) listApprovals(ctx context.Context, f store.ApprovalFilter)
 	if f.AgentID != "" {
 		q.Set("agent", f.AgentID)
 	}
-	var as []adminapi.Approval
-	if err := a.do(ctx, "GET", "/approvals", q, nil, &as); err != nil {
-		return nil, err
-	}
-	out := make([]store.Approval, 0, len(as))
-	for _, ap := range as {
-		out = append(out, ap.Store())
-	}
-	return out, nil
+	return getList[adminapi.Approval](ctx, a, "/approvals", q)
 }
 
 func (a *adminClient) getApproval(ctx context.Context, id string) (store.Approval, error) {
@@ -347,15 +336,7 @@ func (a *adminClient) listCredentials(ctx context.Context, f store.CredentialFil
 	if f.Live {
 		q.Set("live", "true")
 	}
-	var cs []adminapi.Credential
-	if err := a.do(ctx, "GET", "/credentials", q, nil, &cs); err != nil {
-		return nil, err
-	}
-	out := make([]store.Credential, 0, len(cs))
-	for _, c := range cs {
-		out = append(out, c.Store())
-	}
-	return out, nil
+	return getList[adminapi.Credential](ctx, a, "/credentials", q)
 }
 
 func (a *adminClient) revokeCredential(ctx context.Context, id, reason string) (store.Credential, error) {

@@ -39,24 +39,30 @@ func TestRemoteCLIAgainstARunningGateway(t *testing.T) {
 		return callFull(t, connectHTTP(t, srv+"/mcp/acme", e.token), "place_order", small)
 	}
 
-	// The same output as the local store's, in JSON and as a table.
-	for _, args := range [][]string{
-		{"agents", "list", "--json"}, {"agents", "list"}, {"users", "list", "--json"}, {"users", "list"},
-		{"users", "show", "owner@example.com", "--json"}, {"users", "show", "owner@example.com"},
-		{"agents", "show", "procurement-bot", "--json"}, {"agents", "tokens", "list", "procurement-bot", "--json"},
-	} {
-		local, _, err := run(t, append(args, "--config", e.cfg)...)
-		if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		rem, err := remote(args...)
-		if err != nil {
-			t.Fatalf("%v --server: %v", args, err)
-		}
-		if rem != local {
-			t.Errorf("%v: --server prints\n%s\nthe local store\n%s", args, rem, local)
+	// sameAsLocal checks that each command prints over --server what it
+	// prints on the local store.
+	sameAsLocal := func(cmds ...[]string) {
+		t.Helper()
+		for _, args := range cmds {
+			local, _, err := run(t, append(args, "--config", e.cfg)...)
+			if err != nil {
+				t.Fatalf("%v: %v", args, err)
+			}
+			rem, err := remote(args...)
+			if err != nil {
+				t.Fatalf("%v --server: %v", args, err)
+			}
+			if rem != local {
+				t.Errorf("%v: --server prints\n%s\nthe local store\n%s", args, rem, local)
+			}
 		}
 	}
+	// The same output as the local store's, in JSON and as a table.
+	sameAsLocal(
+		[]string{"agents", "list", "--json"}, []string{"agents", "list"}, []string{"users", "list", "--json"}, []string{"users", "list"},
+		[]string{"users", "show", "owner@example.com", "--json"}, []string{"users", "show", "owner@example.com"},
+		[]string{"agents", "show", "procurement-bot", "--json"}, []string{"agents", "tokens", "list", "procurement-bot", "--json"},
+	)
 	var listed []struct{ ID, Owner, State string }
 	out, err := remote("agents", "list", "--json")
 	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 1 || listed[0].ID != "procurement-bot" ||
@@ -69,22 +75,11 @@ func TestRemoteCLIAgainstARunningGateway(t *testing.T) {
 	}
 	// Credentials and approvals read over --server print what the local
 	// store prints.
-	for _, args := range [][]string{
-		{"credentials", "list", "--json"}, {"credentials", "list"}, {"credentials", "list", "--live", "--agent", "procurement-bot", "--json"},
-		{"approvals", "list", "--json"}, {"approvals", "list", "--state", "pending"},
-	} {
-		local, _, err := run(t, append(args, "--config", e.cfg)...)
-		if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		rem, err := remote(args...)
-		if err != nil {
-			t.Fatalf("%v --server: %v", args, err)
-		}
-		if rem != local {
-			t.Errorf("%v: --server prints\n%s\nthe local store\n%s", args, rem, local)
-		}
-	}
+	sameAsLocal(
+		[]string{"credentials", "list", "--json"}, []string{"credentials", "list"},
+		[]string{"credentials", "list", "--live", "--agent", "procurement-bot", "--json"},
+		[]string{"approvals", "list", "--json"}, []string{"approvals", "list", "--state", "pending"},
+	)
 	var creds []struct{ ID, State string }
 	out, err = remote("credentials", "list", "--json")
 	if err != nil || json.Unmarshal([]byte(out), &creds) != nil || len(creds) != 1 {
