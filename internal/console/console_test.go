@@ -178,15 +178,28 @@ func (e *env) do(actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// text returns the text of the first element sel matches, waiting for
+// one to exist. It reads the element in one evaluation: the page may
+// replace the node between a lookup and a separate read (a re-render after
+// the list loads), which made a two-step read fail with "No node with
+// given id found".
 func (e *env) text(sel string) string {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(e.tab, 30*time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		e.t.Fatalf("text of %s: %v\npage: %s", sel, err, e.pageText())
+	const missing = "\x00missing"
+	js := fmt.Sprintf(`(() => { const el = document.querySelector(%q); return el === null ? %q : el.innerText; })()`, sel, missing)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(e.tab, 5*time.Second)
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		cancel()
+		if err == nil && s != missing {
+			return s
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("text of %s: %v\npage: %s", sel, err, e.pageText())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return s
 }
 
 func (e *env) eval(js string) string {
