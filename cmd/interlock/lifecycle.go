@@ -49,15 +49,6 @@ func (c *cli) withLifecycle(ctx context.Context, fn func(*registry.Lifecycle, *r
 	return err
 }
 
-// withLifecycleOr runs fn with no lifecycle when rc is set (the command
-// calls the server), and on the local store otherwise.
-func (c *cli) withLifecycleOr(ctx context.Context, rc *adminClient, fn func(*registry.Lifecycle, *registry.Registry) error) error {
-	if rc != nil {
-		return fn(nil, nil)
-	}
-	return c.withLifecycle(ctx, fn)
-}
-
 // remoteOr runs remote against the server the command names (--server),
 // or else local.
 func remoteOr[T any](c *cli, cmd *cobra.Command, remote func(context.Context, *adminClient) (T, error), local func(context.Context) (T, error)) (T, error) {
@@ -229,30 +220,26 @@ to them is revoked, all audited as one story. The agents stay orphaned
 until reassigned (agents reassign) or decommissioned.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			rc, err := c.remoteClient(cmd)
-			if err != nil {
-				return err
+			type deactivated struct {
+				u   store.User
+				rep registry.Report
 			}
-			return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-				var u store.User
-				var rep registry.Report
-				var err error
-				if rc != nil {
-					u, rep, err = rc.deactivateUser(ctx, args[0], reason)
-					if u.ID == "" && rep.Story != "" { // the cascade failed half-way
-						u.ID, u.Email = args[0], args[0]
-					}
-				} else {
-					u, rep, err = lc.DeactivateUser(ctx, args[0], operator(), reason)
+			d, err := localOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (deactivated, error) {
+				u, rep, err := rc.deactivateUser(ctx, args[0], reason)
+				if u.ID == "" && rep.Story != "" { // the cascade failed half-way
+					u.ID, u.Email = args[0], args[0]
 				}
-				if u.ID != "" {
-					if perr := c.printReport("deactivated "+u.Email, rep, deactJSON); perr != nil {
-						return perr
-					}
-				}
-				return err
+				return deactivated{u, rep}, err
+			}, func(ctx context.Context, lc *registry.Lifecycle) (deactivated, error) {
+				u, rep, err := lc.DeactivateUser(ctx, args[0], operator(), reason)
+				return deactivated{u, rep}, err
 			})
+			if d.u.ID != "" {
+				if perr := c.printReport("deactivated "+d.u.Email, d.rep, deactJSON); perr != nil {
+					return perr
+				}
+			}
+			return err
 		},
 	}
 	deactivate.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agents)")
@@ -392,7 +379,7 @@ func (c *cli) printAgent(a store.Agent, owner store.User, toks []store.AgentToke
 func (c *cli) agentChangeCmds(show *cobra.Command) []*cobra.Command {
 	// mk makes a command that runs on the local lifecycle (lc set) or
 	// against the server (rc set).
-	mk := func(use, short string, run func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error) *cobra.Command {
+	mk := func(use, short string, run func(cmd *cobra.Command, id, reason string, asJSON bool) error) *cobra.Command {
 		var reason string
 		var asJSON bool
 		cmd := &cobra.Command{
@@ -400,14 +387,7 @@ func (c *cli) agentChangeCmds(show *cobra.Command) []*cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx := cmd.Context()
-				rc, err := c.remoteClient(cmd)
-				if err != nil {
-					return err
-				}
-				return c.withLifecycleOr(ctx, rc, func(lc *registry.Lifecycle, _ *registry.Registry) error {
-					return run(ctx, lc, rc, args[0], reason, asJSON)
-				})
+				return run(cmd, args[0], reason, asJSON)
 			},
 		}
 		cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log and shown to the agent)")
@@ -417,17 +397,17 @@ func (c *cli) agentChangeCmds(show *cobra.Command) []*cobra.Command {
 		return cmd
 	}
 	// cascade runs a lifecycle operation that reports what it did.
-	cascade := func(what string, local func(lc *registry.Lifecycle, ctx context.Context, id, by, reason string) (registry.Report, error)) func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error {
-		return func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error {
-			var rep registry.Report
-			var err error
-			if rc != nil {
-				rep, err = rc.agentReport(ctx, id, what, reason)
-				if err != nil && rep.Story == "" {
-					return err
-				}
-			} else {
-				rep, err = local(lc, ctx, id, operator(), reason)
+	cascade := func(what string, local func(lc *registry.Lifecycle, ctx context.Context, id, by, reason string) (registry.Report, error)) func(cmd *cobra.Command, id, reason string, asJSON bool) error {
+		return func(cmd *cobra.Command, id, reason string, asJSON bool) error {
+			remote := false
+			rep, err := localOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (registry.Report, error) {
+				remote = true
+				return rc.agentReport(ctx, id, what, reason)
+			}, func(ctx context.Context, lc *registry.Lifecycle) (registry.Report, error) {
+				return local(lc, ctx, id, operator(), reason)
+			})
+			if err != nil && remote && rep.Story == "" {
+				return err // the server did nothing
 			}
 			if perr := c.printReport(what+"ed", rep, asJSON); perr != nil {
 				return perr
@@ -438,14 +418,12 @@ func (c *cli) agentChangeCmds(show *cobra.Command) []*cobra.Command {
 	suspend := mk("suspend ID", "Suspend an agent: its calls are refused, its approvals cancelled, its live credentials revoked",
 		cascade("suspend", (*registry.Lifecycle).SuspendAgent))
 	resume := mk("resume ID", "Resume a suspended agent (its owner must be active)",
-		func(ctx context.Context, lc *registry.Lifecycle, rc *adminClient, id, reason string, asJSON bool) error {
-			var a store.Agent
-			var err error
-			if rc != nil {
-				a, err = rc.resumeAgent(ctx, id, reason)
-			} else {
-				a, err = lc.ResumeAgent(ctx, id, operator(), reason)
-			}
+		func(cmd *cobra.Command, id, reason string, _ bool) error {
+			a, err := localOrRemote(c, cmd, func(ctx context.Context, rc *adminClient) (store.Agent, error) {
+				return rc.resumeAgent(ctx, id, reason)
+			}, func(ctx context.Context, lc *registry.Lifecycle) (store.Agent, error) {
+				return lc.ResumeAgent(ctx, id, operator(), reason)
+			})
 			if err != nil {
 				return err
 			}

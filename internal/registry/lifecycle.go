@@ -505,23 +505,31 @@ func (l *Lifecycle) SuspendAgent(ctx context.Context, id, by, reason string) (Re
 	return l.Stop(ctx, Selector{Agent: id}, by, reason)
 }
 
+// beginSelected starts an operation on the agents sel picks: the agents,
+// the time, and a report with a new story id.
+func (l *Lifecycle) beginSelected(ctx context.Context, sel Selector) ([]store.Agent, time.Time, Report, error) {
+	if err := sel.valid(); err != nil {
+		return nil, time.Time{}, Report{}, err
+	}
+	agents, err := l.selectAgents(ctx, sel)
+	if err != nil {
+		return nil, time.Time{}, Report{}, err
+	}
+	story, err := l.r.newID("lc_")
+	if err != nil {
+		return nil, time.Time{}, Report{}, err
+	}
+	return agents, store.NormalizeTime(l.r.now()), Report{Story: story, Skipped: map[string]string{}}, nil
+}
+
 // Stop is the emergency stop: it suspends every active agent the selector
 // picks, then runs the cascade for them all at once.
 func (l *Lifecycle) Stop(ctx context.Context, sel Selector, by, reason string) (Report, error) {
 	r := l.r
-	if err := sel.valid(); err != nil {
-		return Report{}, err
-	}
-	agents, err := l.selectAgents(ctx, sel)
+	agents, now, rep, err := l.beginSelected(ctx, sel)
 	if err != nil {
 		return Report{}, err
 	}
-	now := store.NormalizeTime(r.now())
-	story, err := r.newID("lc_")
-	if err != nil {
-		return Report{}, err
-	}
-	rep := Report{Story: story, Skipped: map[string]string{}}
 	why := "suspended"
 	if reason != "" {
 		why += ": " + reason
@@ -551,13 +559,13 @@ func (l *Lifecycle) Stop(ctx context.Context, sel Selector, by, reason string) (
 		}
 		rep.Agents = append(rep.Agents, a.ID)
 		stop = append(stop, a.ID)
-		evs = append(evs, audit.Event{Type: "agent_suspended", CallID: story, AgentID: a.ID, Time: now, Data: map[string]any{
+		evs = append(evs, audit.Event{Type: "agent_suspended", CallID: rep.Story, AgentID: a.ID, Time: now, Data: map[string]any{
 			"from": store.AgentActive, "to": store.AgentSuspended, "by": by, "reason": reason,
 		}})
 	}
-	errs = append(errs, l.stopAgents(ctx, stop, why, story, now, &rep, &evs))
+	errs = append(errs, l.stopAgents(ctx, stop, why, rep.Story, now, &rep, &evs))
 	if sel.Agent == "" {
-		evs = append([]audit.Event{{Type: "emergency_stop", CallID: story, Time: now, Data: map[string]any{
+		evs = append([]audit.Event{{Type: "emergency_stop", CallID: rep.Story, Time: now, Data: map[string]any{
 			"all": sel.All, "owner": sel.Owner, "agents": rep.Agents, "by": by, "reason": reason,
 		}}}, evs...)
 	}
@@ -591,19 +599,10 @@ func (l *Lifecycle) ResumeAgent(ctx context.Context, id, by, reason string) (sto
 // where its owner is active; the others are reported as skipped.
 func (l *Lifecycle) Resume(ctx context.Context, sel Selector, by, reason string) (Report, error) {
 	r := l.r
-	if err := sel.valid(); err != nil {
-		return Report{}, err
-	}
-	agents, err := l.selectAgents(ctx, sel)
+	agents, now, rep, err := l.beginSelected(ctx, sel)
 	if err != nil {
 		return Report{}, err
 	}
-	now := store.NormalizeTime(r.now())
-	story, err := r.newID("lc_")
-	if err != nil {
-		return Report{}, err
-	}
-	rep := Report{Story: story, Skipped: map[string]string{}}
 	owners := map[string]store.User{}
 	var errs []error
 	var evs []audit.Event
@@ -637,7 +636,7 @@ func (l *Lifecycle) Resume(ctx context.Context, sel Selector, by, reason string)
 			continue
 		}
 		rep.Agents = append(rep.Agents, a.ID)
-		evs = append(evs, audit.Event{Type: "agent_resumed", CallID: story, AgentID: a.ID, Time: now, Data: map[string]any{
+		evs = append(evs, audit.Event{Type: "agent_resumed", CallID: rep.Story, AgentID: a.ID, Time: now, Data: map[string]any{
 			"from": store.AgentSuspended, "to": store.AgentActive, "by": by, "reason": reason,
 		}})
 	}

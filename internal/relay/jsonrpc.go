@@ -74,7 +74,7 @@ func parseMessage(raw []byte) (message, error) {
 	if e.JSONRPC != "2.0" {
 		return message{}, fmt.Errorf("%w: jsonrpc must be \"2.0\"", errNotJSONRPC)
 	}
-	if err := checkMembers(raw, envelopeKeys...); err != nil {
+	if _, err := checkMembers(raw, envelopeKeys...); err != nil {
 		return message{}, fmt.Errorf("%w: %w", errNotJSONRPC, err)
 	}
 	if isJSONNull(e.ID) {
@@ -236,14 +236,13 @@ func gatedName(m *message) (string, error) {
 	if err := json.Unmarshal(m.Params, &p); err != nil {
 		return "", fmt.Errorf("params: %w", err)
 	}
-	if err := checkMembers(m.Params, paramKeys...); err != nil {
+	sp, err := checkMembers(m.Params, paramKeys...)
+	if err != nil {
 		return "", fmt.Errorf("params: %w", err)
 	}
-	if open := skipSpace(m.Params, 0); open < len(m.Params) && m.Params[open] == '{' {
-		if sp, err := findMembers(m.Params, open, []string{"_meta"}); err == nil && sp[0].found {
-			if err := checkMembers(m.Params[sp[0].vs:sp[0].ve], metaKeys...); err != nil {
-				return "", fmt.Errorf("params._meta: %w", err)
-			}
+	if meta := slices.Index(paramKeys, "_meta"); sp != nil && sp[meta].found {
+		if _, err := checkMembers(m.Params[sp[meta].vs:sp[meta].ve], metaKeys...); err != nil {
+			return "", fmt.Errorf("params._meta: %w", err)
 		}
 	}
 	if m.Method == "resources/read" {

@@ -297,16 +297,18 @@ func findExact(obj []byte, open int, keys ...string) ([]span, error) {
 // regard to case and keeps the last duplicate; others match exactly, and
 // some keep the first), and interlock must decide on what the upstream
 // will read. Anything but a well-formed object passes: its decoder reports
-// it.
-func checkMembers(obj []byte, keys ...string) error {
+// it. The spans of keys come back when the scan found them (nil
+// otherwise).
+func checkMembers(obj []byte, keys ...string) ([]span, error) {
 	open := skipSpace(obj, 0)
 	if open >= len(obj) || obj[open] != '{' {
-		return nil
+		return nil, nil
 	}
-	if _, err := findExact(obj, open, keys...); errors.Is(err, errDuplicateKey) || errors.Is(err, errFolded) {
-		return fmt.Errorf("%w (refused: parsers disagree on which one counts)", err)
+	spans, err := findExact(obj, open, keys...)
+	if errors.Is(err, errDuplicateKey) || errors.Is(err, errFolded) {
+		return nil, fmt.Errorf("%w (refused: parsers disagree on which one counts)", err)
 	}
-	return nil
+	return spans, nil
 }
 
 // keyFolds reports whether the quoted JSON string raw equals want ignoring
